@@ -1,0 +1,35 @@
+"""sisr models: the registry as a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import model_infos
+
+    rows = []
+    for info in model_infos():
+        rows.append({
+            "name": info.name,
+            "scales": list(info.scales),
+            "tiling": info.tiling,
+            "precisions": list(info.precisions),
+            "code": info.code or "built from the paper",
+            "title": info.title,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("name", "scales", "tiling", "precisions", "title")
+    table = [header] + [(r["name"], ",".join(map(str, r["scales"])), r["tiling"], ",".join(r["precisions"]),
+                         r["title"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0

@@ -1,0 +1,1 @@
+"""Engine: inference, evaluation, training and profiling. Knows nothing of particular models."""

@@ -1,0 +1,138 @@
+"""Model registry: names -> builders, per-scale defaults and metadata.
+
+Each model module declares its entries as ``MODELS = [ModelInfo(...), ...]``
+next to the network code; this module only maps registry names to modules and
+imports a module when one of its models is asked for. There is no global
+mutable state: ``create_model`` builds a fresh network every call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ..errors import ModelError
+
+# registry name -> module under sisr.models that declares it
+MODULES: dict[str, str] = {
+    "bicubic": "bicubic",
+    "edsr-baseline": "edsr",
+    "edsr": "edsr",
+    "rcan": "rcan",
+    "csnln": "csnln",
+    "defian-s": "defian",
+    "defian-l": "defian",
+    "cran": "cran",
+    "eacrn": "eacrn",
+}
+
+# Tiling behaviour: how splitting an image into overlapping tiles changes the output.
+TILING_LOCAL = "local"  # output depends on a bounded neighbourhood: tiles with enough overlap match exactly
+TILING_GLOBAL_STATS = "global-stats"  # global pooling statistics (channel attention...): tiles differ slightly
+TILING_GLOBAL_ATTENTION = "global-attention"  # attention over the whole image: tiling changes the result
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What sisr knows about one registry entry.
+
+    ``build(scale=s, **hparams)`` returns an ``nn.Module`` mapping RGB in [0, 1]
+    of shape (N, 3, H, W) to RGB in [0, 1] of shape (N, 3, sH, sW).
+    """
+
+    name: str
+    title: str
+    paper: str
+    build: Callable[..., torch.nn.Module]
+    scales: tuple[int, ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    scale_defaults: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    tiny: Mapping[str, Any] = field(default_factory=dict)  # a few-channel configuration for tests
+    code: str | None = None  # authors' repository@commit, None when built from the paper
+    reference_params: Mapping[int, int] = field(default_factory=dict)  # scale -> count to reach
+    reference_source: str = ""
+    params_tolerance: float = 0.0  # relative; 0 = must match to the unit
+    tiling: str = TILING_LOCAL
+    input_size: str = "any H, W >= 1"
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    # official checkpoint support: state_dict -> {"scale": s, **hparams} if it is this model's layout
+    from_official: Callable[[Mapping[str, torch.Tensor]], dict | None] | None = None
+    official_convention: str = ""
+    notes: str = ""
+
+    def hparams(self, scale: int, **overrides: Any) -> dict[str, Any]:
+        """Resolved constructor arguments (defaults, then per-scale, then overrides)."""
+        self.check_scale(scale)
+        valid = self.hparam_names()
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ModelError(
+                f"model '{self.name}' has no hyper-parameter {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(sorted(valid)) or 'none'}"
+            )
+        return {**self.defaults, **self.scale_defaults.get(scale, {}), **overrides}
+
+    def hparam_names(self) -> set[str]:
+        params = inspect.signature(self.build).parameters
+        return {n for n, p in params.items() if n != "scale" and p.kind is not p.VAR_KEYWORD}
+
+    def check_scale(self, scale: int) -> None:
+        if scale not in self.scales:
+            raise ModelError(
+                f"model '{self.name}' supports scales {', '.join(map(str, self.scales))}; got {scale}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a network instance was built: enough to rebuild it."""
+
+    name: str
+    scale: int
+    hparams: Mapping[str, Any]
+
+    def asdict(self) -> dict[str, Any]:
+        return {"model": self.name, "scale": self.scale, "hparams": dict(self.hparams)}
+
+
+def get_info(name: str) -> ModelInfo:
+    """Metadata of a registry entry; ``ModelError`` for unknown names."""
+    key = name.lower()
+    if key not in MODULES:
+        raise ModelError(f"unknown model '{name}'; available: {', '.join(MODULES)}")
+    module = importlib.import_module(f"{__package__}.{MODULES[key]}")
+    for info in module.MODELS:
+        if info.name == key:
+            return info
+    raise RuntimeError(f"sisr.models.{MODULES[key]} does not declare '{key}'")
+
+
+def list_models() -> list[str]:
+    """Registry names, in a stable order."""
+    return list(MODULES)
+
+
+def model_infos() -> list[ModelInfo]:
+    return [get_info(n) for n in MODULES]
+
+
+def create_model(name: str, scale: int = 2, **overrides: Any) -> torch.nn.Module:
+    """Build a fresh network ``name`` for upscaling factor ``scale``.
+
+    Keyword arguments override the registry defaults (unknown names are an
+    error). The returned module carries ``sisr_spec`` (a :class:`ModelSpec`).
+    """
+    info = get_info(name)
+    hp = info.hparams(int(scale), **overrides)
+    model = info.build(scale=int(scale), **hp)
+    model.sisr_spec = ModelSpec(info.name, int(scale), hp)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """All parameters, trainable or frozen (the convention of the papers' counts)."""
+    return sum(p.numel() for p in model.parameters())

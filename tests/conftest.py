@@ -1,0 +1,40 @@
+"""Shared test fixtures.
+
+The external ground truth lives in ../shared (datasets, MATLAB and parity
+fixtures). Tests that need it use the ``shared`` fixture and are skipped, with
+the reason, when it is absent. ``SISR_SHARED`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from testing_utils import shared_root
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    root = shared_root()
+    if root is None:
+        pytest.skip("../shared (datasets and fixtures) not found; set SISR_SHARED")
+    return root
+
+
+@pytest.fixture(scope="session")
+def datasets_root(shared) -> Path:
+    return shared / "datasets"
+
+
+@pytest.fixture(scope="session")
+def fixtures_root(shared) -> Path:
+    return shared / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    # CI has 2 cores; keep tests deterministic and avoid oversubscription.
+    torch.set_num_threads(2)
+    yield
