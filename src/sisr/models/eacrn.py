@@ -1,0 +1,227 @@
+"""EACRN: Expectation-Maximization Attention Cross Residual Network.
+
+Du, Niu, Liu, CVPRW 2021. There is no public code: the network is built from the
+paper (section 3, section 4.2, Table 3), with the EM attention unit following the
+EMANet code (``XiaLiPKU/EMANet`` ``network.py`` class ``EMAU``, read as a
+specification). ``docs/models/eacrn.md`` gives the full reasoning and the
+parameter breakdown; the choices in short:
+
+Layout (G = n_groups = 10, B = n_blocks = 4, C = n_feats = 64):
+MeanShift(-DIV2K mean) -> conv3x3 3->C (eq. 2) -> G x CRG -> conv3x3 C->C (W_LSC), plus
+the long skip from F_0 (eq. 4) -> sub-pixel upsampler -> conv3x3 C->3 -> MeanShift(+mean).
+
+CRG (eq. 5-9): ``blocks[i]`` is H_{g,i+1}. F1 = H1(x), F2 = H2(x), F3 = H3(F1), F4 = H4(F2),
+then W_conv = conv3x3 2C->C on [F1 + F4, F2 + F3], then the EM attention unit. For B > 4
+(not in the paper) each path gets longer: odd-numbered blocks chain on path 1, even-numbered
+ones on path 2, and the cross sums join each path's first output with the other's last.
+
+CRB (section 3.3, the CRG wiring one level down): two head branches of 5x5 convs,
+b1 = relu(conv5x5(x)), b2 = relu(conv5x5(x)); the multi-scale layer gives branch 1 a 3x3
+and branch 2 a 5x5 conv, b3 = relu(conv3x3(b1)), b4 = relu(conv5x5(b2)); cross residual
+fusion out = x + conv1x1([b1 + b4, b2 + b3]) (MSRN's 1x1 bottleneck and block shortcut).
+
+EM attention (section 3.4; EMANet's EMAU): 1x1 conv, ``em_stages`` E/M iterations with
+``em_bases`` unit-norm bases (A_E softmax responsibilities, A_M responsibility-weighted
+means, l2-normalised), re-estimation A_R = relu(mu z^T), 1x1 conv, plus the input.
+
+Choices and deviations (each explained in the docs):
+* EM attention once per CRG, after W_conv: the paper lists EACRN's parts as shallow
+  extraction, CRGs, upsampler and reconstruction, and the CRB of section 3.3 has no
+  attention, so the unit lives in the CRG.
+* W_conv is 3x3 (like W_LSC and RCAN's group-tail conv); with 1x1 the count is 14.46M,
+  6.1% under Table 3's 15.4M. The CRG does not add its input (eq. 9 has no such term).
+* Batch norm after EMAU's second 1x1 conv is dropped (the paper follows EDSR in avoiding
+  BN; eval stays batch-independent) and that conv gets a bias instead of BN's shift. EMAU's
+  final ReLU after the residual sum is dropped too: the trunk's residual stream stays linear
+  as in EDSR/RCAN.
+* Gradients: the first ``em_stages - 1`` iterations run without autograd (as EMAU); the last
+  E and M steps and the re-estimation are differentiable, so conv1 learns (in EMAU it gets
+  no gradient at all).
+* The bases' moving average (EMANet does it in its training script) is done by the unit in
+  training mode: mu <- l2norm(m * mu + (1 - m) * batch mean of the final bases), m = 0.9,
+  without autograd; the re-normalisation keeps the bases unit-norm (EMANet's does not).
+  Eval mode never changes the buffer.
+* The EM statistics run in float32 even under fp16/bf16 (a sum of responsibilities over an
+  image's pixels exceeds the fp16 range).
+* rgb_range 255 with a frozen DIV2K mean shift (EDSR/RCAN code, which the paper reproduces
+  and compares with); the paper states no input normalisation.
+* The bases are estimated over the whole image, so tiling changes the output slightly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ModelError
+from .common import MeanShift, Upsampler, default_conv
+from .registry import TILING_GLOBAL_STATS, ModelInfo
+
+
+def l2norm(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``t / (1e-6 + ||t||)`` along ``dim`` (EMAU's normalisation)."""
+    return t / (1e-6 + t.norm(dim=dim, keepdim=True))
+
+
+def _autocast_off(device: torch.device):
+    """Context that disables autocast on ``device`` (a no-op where autocast does not exist)."""
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except RuntimeError:  # e.g. the meta device used for FLOP counting
+        return contextlib.nullcontext()
+
+
+class EMAttention(nn.Module):
+    """Expectation-maximization attention unit (EMAU without BN, one-step gradient).
+
+    ``mu`` (1, C, K) holds the unit-norm initial bases; in training mode every forward moves
+    it towards the batch mean of the converged bases (``momentum``), outside autograd.
+    """
+
+    def __init__(self, channels: int, n_bases: int = 64, n_stages: int = 3, momentum: float = 0.9):
+        super().__init__()
+        self.n_stages = n_stages
+        self.momentum = momentum
+        mu = torch.randn(1, channels, n_bases) * math.sqrt(2.0 / n_bases)
+        self.register_buffer("mu", l2norm(mu, dim=1))
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        self.conv2 = nn.Conv2d(channels, channels, 1)
+
+    @staticmethod
+    def e_step(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """A_E: responsibilities z (B, N, K), softmax over the bases of x^T mu."""
+        return F.softmax(torch.bmm(x.transpose(1, 2), mu), dim=2)
+
+    @staticmethod
+    def m_step(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """A_M: bases (B, C, K) = l2-normalised responsibility-weighted means of x."""
+        z = z / (1e-6 + z.sum(dim=1, keepdim=True))
+        return l2norm(torch.bmm(x, z), dim=1)
+
+    def estimate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """EM iterations on x (B, C, N) float32 from the stored bases; final (z, mu)."""
+        mu = self.mu.float().repeat(x.shape[0], 1, 1)  # a copy: the buffer may change in place later
+        with torch.no_grad():
+            for _ in range(self.n_stages - 1):
+                mu = self.m_step(x, self.e_step(x, mu))
+        z = self.e_step(x, mu)
+        return z, self.m_step(x, z)
+
+    @torch.no_grad()
+    def update_bases(self, mu: torch.Tensor) -> None:
+        """Moving average of the bases with the batch mean of ``mu`` (B, C, K)."""
+        mean = mu.detach().float().mean(dim=0, keepdim=True)
+        self.mu.copy_(l2norm(self.momentum * self.mu.float() + (1.0 - self.momentum) * mean, dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.conv1(x)
+        b, c, h, w = feats.shape
+        with _autocast_off(x.device):
+            z, mu = self.estimate(feats.reshape(b, c, h * w).float())
+            recon = F.relu(torch.bmm(mu, z.transpose(1, 2)))  # A_R
+        if self.training:
+            self.update_bases(mu)
+        return x + self.conv2(recon.view(b, c, h, w).to(x.dtype))
+
+
+class CrossResidualBlock(nn.Module):
+    """CRB: two 5x5 head branches, a 3x3/5x5 multi-scale layer, cross sums, 1x1 fusion, shortcut."""
+
+    def __init__(self, n_feats: int):
+        super().__init__()
+        self.head1 = default_conv(n_feats, n_feats, 5)
+        self.head2 = default_conv(n_feats, n_feats, 5)
+        self.ms3 = default_conv(n_feats, n_feats, 3)
+        self.ms5 = default_conv(n_feats, n_feats, 5)
+        self.fuse = default_conv(2 * n_feats, n_feats, 1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b1 = self.relu(self.head1(x))
+        b2 = self.relu(self.head2(x))
+        b3 = self.relu(self.ms3(b1))
+        b4 = self.relu(self.ms5(b2))
+        return x + self.fuse(torch.cat([b1 + b4, b2 + b3], dim=1))
+
+
+class CrossResidualGroup(nn.Module):
+    """CRG (eq. 5-9): two chains of CRBs with cross sums, W_conv 3x3 fusion, EM attention."""
+
+    def __init__(self, n_feats: int, n_blocks: int = 4, em_bases: int = 64, em_stages: int = 3,
+                 em_momentum: float = 0.9):
+        super().__init__()
+        self.blocks = nn.ModuleList(CrossResidualBlock(n_feats) for _ in range(n_blocks))
+        self.fuse = default_conv(2 * n_feats, n_feats, 3)
+        self.ema = EMAttention(n_feats, em_bases, em_stages, em_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        path1 = self.blocks[0](x)  # F1
+        path2 = self.blocks[1](x)  # F2
+        first1, first2 = path1, path2
+        for i in range(2, len(self.blocks), 2):
+            path1 = self.blocks[i](path1)  # F3 = H3(F1)
+            path2 = self.blocks[i + 1](path2)  # F4 = H4(F2)
+        return self.ema(self.fuse(torch.cat([first1 + path2, first2 + path1], dim=1)))
+
+
+class EACRN(nn.Module):
+    def __init__(self, scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int = 64,
+                 em_bases: int = 64, em_stages: int = 3, em_momentum: float = 0.9,
+                 rgb_range: float = 255.0, n_colors: int = 3):
+        super().__init__()
+        self.scale = scale
+        self.rgb_range = rgb_range
+        self.sub_mean = MeanShift(rgb_range, sign=-1)
+        self.head = nn.Sequential(default_conv(n_colors, n_feats, 3))
+        self.body = nn.Sequential(
+            *[CrossResidualGroup(n_feats, n_blocks, em_bases, em_stages, em_momentum) for _ in range(n_groups)],
+            default_conv(n_feats, n_feats, 3),  # W_LSC of eq. 4
+        )
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
+        self.add_mean = MeanShift(rgb_range, sign=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.sub_mean(x * self.rgb_range)
+        x = self.head(x)
+        x = x + self.body(x)
+        x = self.add_mean(self.tail(x))
+        return x / self.rgb_range
+
+
+def build_eacrn(scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int = 64, em_bases: int = 64,
+                em_stages: int = 3, em_momentum: float = 0.9, rgb_range: float = 255.0) -> EACRN:
+    if n_blocks < 4 or n_blocks % 2:
+        raise ModelError(f"eacrn: n_blocks must be an even number >= 4 (two cross-wired paths), got {n_blocks}")
+    if min(n_groups, n_feats, em_bases, em_stages) < 1:
+        raise ModelError("eacrn: n_groups, n_feats, em_bases and em_stages must be >= 1")
+    if not 0.0 <= em_momentum < 1.0:
+        raise ModelError(f"eacrn: em_momentum must be in [0, 1), got {em_momentum}")
+    return EACRN(scale, n_groups=n_groups, n_blocks=n_blocks, n_feats=n_feats, em_bases=em_bases,
+                 em_stages=em_stages, em_momentum=em_momentum, rgb_range=rgb_range)
+
+
+MODELS = [
+    ModelInfo(
+        name="eacrn",
+        title="EACRN (10 cross residual groups x 4 cross residual blocks, EM attention, 64 channels)",
+        paper="Du, Niu, Liu, Expectation-Maximization Attention Cross Residual Network for Single Image "
+              "Super-resolution, CVPRW 2021",
+        build=build_eacrn,
+        scales=(2, 3, 4, 8),
+        defaults={"n_groups": 10, "n_blocks": 4, "n_feats": 64, "em_bases": 64, "em_stages": 3,
+                  "em_momentum": 0.9, "rgb_range": 255.0},
+        tiny={"n_groups": 2, "n_blocks": 4, "n_feats": 8, "em_bases": 4},
+        code=None,
+        reference_params={2: 15_400_000},
+        reference_source="paper Table 3 (15.4M, scale not stated; attached to x2, x3/x4 are within 2% of it)",
+        params_tolerance=0.05,
+        tiling=TILING_GLOBAL_STATS,
+        precisions=("fp32", "bf16", "fp16"),
+        notes="built from the paper (no public code); EM bases are estimated over the whole image, "
+              "so tiles differ slightly; choices in docs/models/eacrn.md",
+    ),
+]
