@@ -7,12 +7,17 @@ the reason, when it is absent. ``SISR_SHARED`` points elsewhere.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
-import torch
+# Idle OpenMP workers spin by default; with 2 cores that slows tests ~7x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from testing_utils import shared_root
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from testing_utils import shared_root  # noqa: E402
 
 
 @pytest.fixture(scope="session")

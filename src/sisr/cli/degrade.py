@@ -1,0 +1,34 @@
+"""sisr degrade: LR images from a folder of HR images (BI, BD, DN; MATLAB-exact bicubic)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("hr_dir", metavar="HR_DIR", help="folder of HR images (searched recursively)")
+    parser.add_argument("out_dir", metavar="OUT_DIR",
+                        help="output root: OUT_DIR/HR and OUT_DIR/LR_bicubic|LR_BD|LR_DN/X<s> (EDSR layout)")
+    parser.add_argument("--mode", default="BI", type=str.upper, choices=("BI", "BD", "DN"),
+                        help="BI: bicubic; BD: Gaussian blur (sigma 1.6) + subsampling; DN: bicubic + noise "
+                             "(as the RCAN authors' Prepare_TestData_HR_LR.m; default BI)")
+    parser.add_argument("--scale", type=int, required=True, help="downscaling factor (integer >= 2)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="DN noise seed, the same for every image as in the RCAN script (default: random)")
+    parser.add_argument("--border", choices=("symmetric", "replicate"), default="symmetric",
+                        help="bicubic border rule: symmetric = modern MATLAB, replicate = older MATLAB "
+                             "(default symmetric)")
+    parser.add_argument("--noise-level", type=float, default=30.0, help="DN noise sigma on 0..255 (default 30)")
+    parser.add_argument("--blur-sigma", type=float, default=1.6, help="BD Gaussian sigma (default 1.6)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.prepare import prepare_dataset
+
+    result = prepare_dataset(args.hr_dir, args.out_dir, args.scale, args.mode, seed=args.seed, border=args.border,
+                             noise_level=args.noise_level, blur_sigma=args.blur_sigma)
+    for _, reason in result.failed:
+        print(f"sisr degrade: skipped {reason}", file=sys.stderr)
+    print(result.summary())
+    return 1 if result.failed else 0

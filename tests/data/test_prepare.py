@@ -1,0 +1,134 @@
+"""Dataset preparation (``prepare_dataset``) and the ``sisr degrade`` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sisr.cli import main
+from sisr.data.degrade import degrade
+from sisr.data.io import read_image, write_image
+from sisr.data.prepare import prepare_dataset
+from sisr.errors import ConfigError, ImageError
+
+RNG = np.random.default_rng(11)
+
+
+def _hr_folder(root):
+    """HR folder with nested, odd-sized, gray and 16-bit images; returns {relative name: array}."""
+    images = {
+        "a.png": RNG.integers(0, 256, (13, 17, 3), dtype=np.uint8),
+        "sub/b.png": RNG.integers(0, 256, (12, 9, 1), dtype=np.uint8),
+        "sub/deeper/c.png": RNG.integers(0, 65536, (10, 11, 4), dtype=np.uint16),
+    }
+    for rel, img in images.items():
+        write_image(root / rel, img)
+    return images
+
+
+def test_layout_names_and_contents(tmp_path):
+    hr_dir, out = tmp_path / "hr", tmp_path / "out"
+    images = _hr_folder(hr_dir)
+    result = prepare_dataset(hr_dir, out, 2, "BI", progress=False)
+    assert sorted(p.as_posix() for p in result.written) == sorted(images)
+    assert not result.failed and not result.skipped
+    for rel, img in images.items():
+        stem = rel[: -len(".png")]
+        hr = read_image(out / "HR" / f"{stem}.png")
+        lr = read_image(out / "LR_bicubic" / "X2" / f"{stem}x2.png")
+        assert hr.shape == img.shape[:2] + (3,)  # not cropped; gray -> RGB, alpha dropped
+        assert hr.dtype == lr.dtype == img.dtype
+        np.testing.assert_array_equal(hr[..., 0], img[..., 0])
+        np.testing.assert_array_equal(lr, degrade(img, 2, "BI"))
+        assert lr.shape == (img.shape[0] // 2, img.shape[1] // 2, 3)
+
+
+@pytest.mark.parametrize("mode,folder", [("BD", "LR_BD"), ("DN", "LR_DN")])
+def test_other_modes_use_their_folders(tmp_path, mode, folder):
+    hr_dir = tmp_path / "hr"
+    img = RNG.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    write_image(hr_dir / "x.png", img)
+    prepare_dataset(hr_dir, tmp_path / "out", 3, mode, seed=4, progress=False)
+    lr = read_image(tmp_path / "out" / folder / "X3" / "xx3.png")
+    np.testing.assert_array_equal(lr, degrade(img, 3, mode, seed=4))
+
+
+def test_resume_skips_finished_files_and_redoes_missing_ones(tmp_path):
+    hr_dir, out = tmp_path / "hr", tmp_path / "out"
+    _hr_folder(hr_dir)
+    prepare_dataset(hr_dir, out, 4, "DN", seed=0, progress=False)
+    lr_path = out / "LR_DN" / "X4" / "ax4.png"
+    before = read_image(lr_path)
+    hr_mtime = (out / "HR" / "a.png").stat().st_mtime_ns
+    again = prepare_dataset(hr_dir, out, 4, "DN", seed=0, progress=False)
+    assert len(again.skipped) == 3 and not again.written
+    lr_path.unlink()
+    resumed = prepare_dataset(hr_dir, out, 4, "DN", seed=0, progress=False)
+    assert [p.as_posix() for p in resumed.written] == ["a.png"] and len(resumed.skipped) == 2
+    np.testing.assert_array_equal(read_image(lr_path), before)  # the same seed gives the same noise
+    assert (out / "HR" / "a.png").stat().st_mtime_ns == hr_mtime  # the HR file was kept
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path, capsys):
+    hr_dir, out = tmp_path / "hr", tmp_path / "out"
+    _hr_folder(hr_dir)
+    data = (hr_dir / "a.png").read_bytes()
+    (hr_dir / "broken.png").write_bytes(data[: len(data) // 2])
+    write_image(hr_dir / "tiny.png", np.zeros((1, 5, 3), np.uint8))
+    write_image(hr_dir / "dup.png", np.zeros((8, 8, 3), np.uint8))
+    (hr_dir / "dup.jpg").write_bytes((hr_dir / "dup.png").read_bytes())  # same output name
+    result = prepare_dataset(hr_dir, out, 2, progress=False)
+    failed = {p.as_posix(): reason for p, reason in result.failed}
+    assert set(failed) == {"broken.png", "tiny.png", "dup.png"}
+    assert "truncated" in failed["broken.png"] and "smaller than the scale" in failed["tiny.png"]
+    assert "same output name" in failed["dup.png"]
+    assert all("\n" not in r and str(hr_dir) in r for r in failed.values())
+    assert len(result.written) == 4
+
+    code = main(["degrade", "--scale", "2", str(hr_dir), str(tmp_path / "out2")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.png" in captured.err and "4 written, 0 already done, 3 failed" in captured.out
+
+
+def test_output_inside_the_input_folder_is_not_read_back(tmp_path):
+    hr_dir = tmp_path / "hr"
+    write_image(hr_dir / "x.png", np.zeros((8, 8, 3), np.uint8))
+    prepare_dataset(hr_dir, hr_dir / "prepared", 2, progress=False)
+    second = prepare_dataset(hr_dir, hr_dir / "prepared", 2, progress=False)
+    assert [p.as_posix() for p in second.skipped] == ["x.png"] and not second.failed
+
+
+def test_invalid_mode_or_scale_fails_before_any_output(tmp_path):
+    write_image(tmp_path / "hr" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ConfigError, match="unknown degradation"):
+        prepare_dataset(tmp_path / "hr", tmp_path / "out", 2, "XX", progress=False)
+    with pytest.raises(ConfigError, match="integer >= 2"):
+        prepare_dataset(tmp_path / "hr", tmp_path / "out", 1, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_or_missing_input_folder_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="no image files"):
+        prepare_dataset(tmp_path / "empty", tmp_path / "out", 2, progress=False)
+    with pytest.raises(ImageError, match="not a folder"):
+        prepare_dataset(tmp_path / "missing", tmp_path / "out", 2, progress=False)
+    assert main(["degrade", "--scale", "2", str(tmp_path / "missing"), str(tmp_path / "out")]) == 1
+
+
+def test_cli_reproduces_the_set5_lr_files(datasets_root, tmp_path, capsys):
+    code = main(["degrade", "--mode", "bi", "--scale", "3", str(datasets_root / "Set5" / "HR"), str(tmp_path)])
+    assert code == 0 and "5 written" in capsys.readouterr().out
+    for lr_path in sorted((datasets_root / "Set5" / "LR_bicubic" / "X3").glob("*.png")):
+        np.testing.assert_array_equal(read_image(tmp_path / "LR_bicubic" / "X3" / lr_path.name), read_image(lr_path))
+        name = lr_path.name.replace("x3.png", ".png")
+        np.testing.assert_array_equal(read_image(tmp_path / "HR" / name),
+                                      read_image(datasets_root / "Set5" / "HR" / name))
+
+
+def test_cli_rejects_bad_options(tmp_path, capsys):
+    assert main(["degrade", "--scale", "1", str(tmp_path), str(tmp_path / "o")]) == 1
+    assert "scale must be an integer >= 2, got 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["degrade", "--mode", "XY", "--scale", "2", str(tmp_path), str(tmp_path / "o")])
