@@ -1,0 +1,393 @@
+"""PSNR/SSIM tables on benchmark sets, in the papers' protocol.
+
+``evaluate("rcan", data_root="benchmark", datasets=["Set5"], scales=[2, 4], weights=None)``
+runs a model over each (set, scale) of :class:`sisr.data.benchmark.BenchmarkSet`, quantises
+the SR output to uint8 (``tensor_to_image``: clamp, x255, round half to even) and scores it
+against the HR with :mod:`sisr.metrics` (Y PSNR/SSIM with ``shave`` = scale unless given,
+and RGB PSNR). The result records per-image and mean scores plus everything needed to
+reproduce them (metric convention, shave, LR source and border rule per set, forward
+options, software versions, device, model name, weights file and its SHA-256).
+
+The network runs as a plain ``model(x)`` under ``torch.inference_mode`` unless
+self-ensemble, chop, tiling or a reduced precision is asked for; then it goes through
+:func:`sisr.engine.inference.run`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io as _io
+import json
+import math
+import os
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..data.benchmark import BenchmarkSet
+from ..data.io import image_to_tensor, tensor_to_image
+from ..errors import ConfigError, ModelError
+from ..metrics import CONVENTION, psnr, ssim
+from ..models.registry import MODULES, get_info
+from ..utils.device import resolve_device
+from ..utils.fs import atomic_write_text
+from .loading import load_model
+
+QUANTISATION = "SR clamped to [0, 1], x255, rounded half to even to uint8 before scoring (EDSR quantize)"
+GRAY_IMAGES = {
+    "rgb": "replicated to RGB; scored with the RGB formulas (the EDSR/RCAN code's convention)",
+    "gray": "scored as gray: HR gray value, SR reduced to gray by 0.299 R + 0.587 G + 0.114 B before quantisation "
+            "(as sisr upscale does), luma = gray value (the MATLAB script's gray branch; the literature's bicubic rows)",
+}
+GRAY_LUMA = (0.299, 0.587, 0.114)  # BT.601 weights, the gray conversion of sisr.engine.inference.upscale
+RESULT_FILES = ("results.json", "per_image.csv", "table.md")
+
+
+@dataclass
+class ImageScore:
+    name: str
+    psnr_y: float
+    ssim_y: float
+    psnr_rgb: float
+    lr_source: str
+    lr_border: str | None
+    lr_file: str | None
+    seconds: float  # forward pass (with ensemble/tiling) of this image
+
+
+@dataclass
+class SetScore:
+    dataset: str
+    scale: int
+    lr: str  # where the LR came from, with counts and the border rule
+    images: list[ImageScore] = field(default_factory=list)
+
+    @property
+    def psnr_y(self) -> float:
+        return float(np.mean([i.psnr_y for i in self.images]))
+
+    @property
+    def ssim_y(self) -> float:
+        return float(np.mean([i.ssim_y for i in self.images]))
+
+    @property
+    def psnr_rgb(self) -> float:
+        return float(np.mean([i.psnr_rgb for i in self.images]))
+
+
+@dataclass
+class EvalResults:
+    """Scores of one evaluation run; ``table()``, ``markdown()``, ``csv()``, ``to_dict()`` render it."""
+
+    model: dict[str, Any]
+    protocol: dict[str, Any]
+    sets: list[SetScore]
+
+    def get(self, dataset: str, scale: int) -> SetScore:
+        for s in self.sets:
+            if s.dataset == dataset and s.scale == scale:
+                return s
+        raise KeyError(f"{dataset} x{scale} was not evaluated")
+
+    def _grid(self) -> tuple[list[str], list[int]]:
+        datasets = list(dict.fromkeys(s.dataset for s in self.sets))
+        scales = sorted({s.scale for s in self.sets})
+        return datasets, scales
+
+    def _cell(self, dataset: str, scale: int, rgb: bool = False) -> str:
+        try:
+            s = self.get(dataset, scale)
+        except KeyError:
+            return "-"
+        return f"{s.psnr_rgb:.2f}" if rgb else f"{s.psnr_y:.2f}/{s.ssim_y:.4f}"
+
+    def table(self) -> str:
+        """Paper-style text table: rows = sets, columns = scales, cells ``PSNR/SSIM`` (Y)."""
+        datasets, scales = self._grid()
+        rows = [["PSNR/SSIM (Y)"] + [f"x{s}" for s in scales]]
+        rows += [[d] + [self._cell(d, s) for s in scales] for d in datasets]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+    def markdown(self) -> str:
+        datasets, scales = self._grid()
+        head = "| " + " | ".join(["dataset"] + [f"x{s}" for s in scales]) + " |"
+        rule = "|---" * (len(scales) + 1) + "|"
+        lines = [f"# sisr eval: {self.model['label']}", "", "PSNR (dB) / SSIM on Y, mean over images:", "",
+                 head, rule]
+        lines += ["| " + " | ".join([d] + [self._cell(d, s) for s in scales]) + " |" for d in datasets]
+        lines += ["", "PSNR (dB) on RGB:", "", head, rule]
+        lines += ["| " + " | ".join([d] + [self._cell(d, s, rgb=True) for s in scales]) + " |" for d in datasets]
+        lines += ["", "## Protocol", ""]
+        for key, value in self.protocol.items():
+            if isinstance(value, dict):
+                lines += [f"* **{key}**:"] + [f"  * {k}: {_flat(v)}" for k, v in value.items()]
+            else:
+                lines.append(f"* **{key}**: {value}")
+        lines += ["", "## Model", ""]
+        for scale, m in self.model["per_scale"].items():
+            weights = f"weights `{m['weights']}`" if m["weights"] else "no weights file"
+            digest = f", sha256 `{m['sha256']}`" if m["sha256"] else ""
+            lines.append(f"* **{scale}**: {m['model']}, hparams `{json.dumps(m['hparams'], sort_keys=True)}`, "
+                         f"{m['parameters']:,} parameters, {weights}{digest}")
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        """Per-image scores; the protocol as ``# key: value`` lines first."""
+        out = _io.StringIO()
+        for k, v in {**self.protocol, "model": self.model}.items():
+            out.write(f"# {k}: {_flat(v)}\n")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["dataset", "scale", "image", "psnr_y", "ssim_y", "psnr_rgb", "lr_source", "lr_border",
+                         "lr_file", "seconds"])
+        for s in self.sets:
+            for i in s.images:
+                writer.writerow([s.dataset, s.scale, i.name, f"{i.psnr_y:.6f}", f"{i.ssim_y:.6f}", f"{i.psnr_rgb:.6f}",
+                                 i.lr_source, i.lr_border or "", i.lr_file or "", f"{i.seconds:.4f}"])
+        return out.getvalue()
+
+    def to_dict(self) -> dict[str, Any]:
+        sets = [{"dataset": s.dataset, "scale": s.scale, "lr": s.lr, "psnr_y": s.psnr_y, "ssim_y": s.ssim_y,
+                 "psnr_rgb": s.psnr_rgb, "images": [asdict(i) for i in s.images]} for s in self.sets]
+        return _json_safe({"format": "sisr-eval", "format_version": 1, "model": self.model,
+                           "protocol": self.protocol, "results": sets})
+
+
+def evaluate(
+    model: str | os.PathLike | torch.nn.Module,
+    *,
+    data_root: str | os.PathLike,
+    datasets: Sequence[str] = ("Set5", "Set14", "B100"),
+    scales: Sequence[int] | None = None,
+    weights: str | os.PathLike | None = None,
+    self_ensemble: bool = False,
+    chop: bool = False,
+    tile: int | str | None = None,
+    tile_overlap: int | None = None,
+    precision: str = "fp32",
+    lr_source: str = "auto",
+    degradation: str = "BI",
+    border: str = "symmetric",
+    check_border: bool = True,
+    gray_images: str = "rgb",
+    shave: int | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> EvalResults:
+    """Score ``model`` on each of ``datasets`` x ``scales`` (see the module docstring).
+
+    ``model``: a registry name (shipped weights, or ``weights``), a weights file, or an
+    ``nn.Module`` for a single scale. ``scales`` defaults to 2, 3, 4 (those the model supports)
+    for a name, the file's scale for a file, and ``model.sisr_spec.scale`` for a module.
+    ``lr_source``/``degradation``/``border``/``check_border`` select and check the LR (see
+    ``BenchmarkSet``); ``shave`` defaults to the scale. ``gray_images``: ``"rgb"`` scores gray
+    test images (Set14 bridge) as their RGB replication, ``"gray"`` as gray images (see ``GRAY_IMAGES``).
+    """
+    if gray_images not in GRAY_IMAGES:
+        raise ConfigError(f"gray_images must be one of {', '.join(GRAY_IMAGES)}; got '{gray_images}'")
+    dev = resolve_device(device)
+    networks = _load_networks(model, scales, weights, dev)
+    sets = [BenchmarkSet(data_root, d, s, lr_source=lr_source, degradation=degradation, border=border,
+                         check_border=check_border) for d in dict.fromkeys(datasets) for s in networks]
+    forward = {"self_ensemble": self_ensemble, "chop": chop, "tile": tile, "tile_overlap": tile_overlap,
+               "precision": precision}
+    use_run = self_ensemble or chop or tile is not None or precision != "fp32"
+    results: list[SetScore] = []
+    gray_names: dict[str, list[str]] = {}
+    bar = tqdm(total=sum(len(b) for b in sets), unit="img", disable=None if progress else True)
+    try:
+        for bench in sets:
+            bar.set_description(f"{bench.name} x{bench.scale}")
+            net = networks[bench.scale]
+            crop = bench.scale if shave is None else int(shave)
+            scores = SetScore(bench.name, bench.scale, "")
+            for item in bench:
+                start = time.perf_counter()
+                y = _forward(net, item.lr, dev, forward if use_run else None)
+                seconds = time.perf_counter() - start
+                if tuple(y.shape[-2:]) != item.hr.shape[:2]:
+                    raise ModelError(f"{bench.name}/{item.name}: model output is {y.shape[-1]}x{y.shape[-2]}, "
+                                     f"expected {item.hr.shape[1]}x{item.hr.shape[0]} (x{bench.scale})")
+                hr = item.hr
+                if item.gray:
+                    gray_names.setdefault(bench.name, []).append(item.name)
+                    if gray_images == "gray":
+                        y, hr = (y * torch.tensor(GRAY_LUMA).view(3, 1, 1)).sum(0, keepdim=True), hr[:, :, :1]
+                sr = tensor_to_image(y, np.uint8)
+                scores.images.append(ImageScore(
+                    item.name, psnr(sr, hr, crop), ssim(sr, hr, crop), psnr(sr, hr, crop, y_only=False),
+                    item.lr_source, item.lr_border, str(item.lr_path) if item.lr_path else None, seconds))
+                bar.update()
+            scores.lr = bench.describe_lr(scores.images)
+            results.append(scores)
+    finally:
+        bar.close()
+    protocol = {
+        "metrics": CONVENTION,
+        "channels": "psnr_y, ssim_y: Y (BT.601, 16-235); psnr_rgb: R, G, B",
+        "shave": "scale" if shave is None else int(shave),
+        "quantisation": QUANTISATION,
+        "hr": "modcrop(HR, scale) = HR cropped at bottom/right to LR size x scale",
+        "gray_images": GRAY_IMAGES[gray_images] + (
+            f" ({'; '.join(f'{k}: ' + ', '.join(dict.fromkeys(v)) for k, v in gray_names.items())})" if gray_names else ""),
+        "degradation": degradation.upper(),
+        "lr": {f"{s.dataset} x{s.scale}": s.lr for s in results},
+        "data_root": str(data_root),
+        "forward": forward if use_run else "model(x) under torch.inference_mode, whole image",
+        "software": {"sisr": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "device": _device_name(dev),
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    return EvalResults(_describe_model(model, networks), protocol, results)
+
+
+def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
+    """Write ``results.json``, ``per_image.csv`` and ``table.md`` into ``out_dir``; return the folder.
+
+    Without ``out_dir``: a new ``results/eval-<model>-<timestamp>[-n]`` folder. Existing files are
+    never replaced unless ``overwrite``.
+    """
+    if out_dir is None:
+        out_dir = _new_run_dir(Path("results"), f"eval-{_slug(results.model['label'])}")
+    out_dir = Path(out_dir)
+    texts = {
+        "results.json": json.dumps(results.to_dict(), indent=2) + "\n",
+        "per_image.csv": results.csv(),
+        "table.md": results.markdown(),
+    }
+    for name, text in texts.items():
+        atomic_write_text(out_dir / name, text, overwrite=overwrite)
+    return out_dir
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return f"{dev} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _load_networks(model, scales: Sequence[int] | None, weights, dev: torch.device) -> dict[int, torch.nn.Module]:
+    """scale -> network in eval mode on ``dev``."""
+    if isinstance(model, torch.nn.Module):
+        spec = getattr(model, "sisr_spec", None)
+        if scales is None:
+            if spec is None:
+                raise ConfigError("an nn.Module without sisr_spec needs scales=[s] (one scale)")
+            scales = [spec.scale]
+        if len(scales) != 1:
+            raise ConfigError(f"an nn.Module works at one scale; got scales {list(scales)}")
+        if spec is not None and spec.scale != int(scales[0]):
+            raise ConfigError(f"the module is built for x{spec.scale}, not x{scales[0]}")
+        return {int(scales[0]): model.to(dev).eval()}
+    key = str(model)
+    if key.lower() in MODULES:
+        info = get_info(key)
+        if scales is None:
+            scales = [s for s in (2, 3, 4) if s in info.scales]
+        return {int(s): load_model(key, int(s), weights=weights, device=dev) for s in dict.fromkeys(scales)}
+    if weights is not None:
+        raise ConfigError(f"weights are given twice: model '{key}' is a file and weights='{weights}'")
+    if scales is None:
+        net = load_model(key, device=dev)
+        return {int(net.sisr_spec.scale): net}
+    return {int(s): load_model(key, int(s), device=dev) for s in dict.fromkeys(scales)}
+
+
+def _forward(net: torch.nn.Module, lr: np.ndarray, dev: torch.device, run_options: dict | None) -> torch.Tensor:
+    """The network's output ``(3, sH, sW)``, float32 on the CPU."""
+    x = image_to_tensor(lr)[None].to(dev)
+    if run_options is None:
+        with torch.inference_mode():
+            y = net(x)
+    else:
+        from .inference import run
+
+        y = run(net, x, **run_options)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return y[0].float().cpu()
+
+
+def _describe_model(model, networks: dict[int, torch.nn.Module]) -> dict[str, Any]:
+    per_scale = {}
+    for scale, net in networks.items():
+        spec = getattr(net, "sisr_spec", None)
+        meta = getattr(net, "sisr_weights", None) or {}
+        path = meta.get("path")
+        n_params = sum(p.numel() for p in net.parameters())
+        per_scale[f"x{scale}"] = {
+            "model": spec.name if spec else type(net).__name__,
+            "hparams": dict(spec.hparams) if spec else None,
+            "parameters": n_params,
+            "weights": path,
+            "sha256": _file_sha256(path) if path else (_state_sha256(net) if n_params else None),
+        }
+    if isinstance(model, torch.nn.Module):
+        label = per_scale[next(iter(per_scale))]["model"]
+    elif str(model).lower() in MODULES:
+        label = str(model).lower()
+    else:
+        label = Path(model).stem
+    return {"label": label, "per_scale": per_scale}
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _state_sha256(net: torch.nn.Module) -> str:
+    """Hash of a module's state (names, shapes, dtypes, values) when it has no weights file."""
+    h = hashlib.sha256()
+    for name, t in net.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _new_run_dir(parent: Path, stem: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = parent / f"{stem}-{stamp}"
+    n = 2
+    while path.exists():
+        path = parent / f"{stem}-{stamp}-{n}"
+        n += 1
+    return path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_flat(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf" (identical images); JSON has no infinity
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,103 @@
+"""sisr eval: the table, the three result files, never overwriting, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sisr.cli import main
+from sisr.data.io import write_image
+from sisr.metrics import psnr, ssim
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("A", "B"):
+        for i in range(2):
+            write_image(tmp_path / "data" / name / "HR" / f"{i}.png", rng.integers(0, 256, (24, 30, 3), dtype=np.uint8))
+    return tmp_path / "data"
+
+
+def test_table_and_result_files(data_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["eval", "--model", "bicubic", "--data-root", str(data_root), "--datasets", "A", "B",
+               "--scales", "2", "3", "-o", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert lines[0].split() == ["PSNR/SSIM", "(Y)", "x2", "x3"]
+    assert [line.split()[0] for line in lines[1:3]] == ["A", "B"]
+    assert "LR A x2: matlab-resize, symmetric (2/2)" in printed and f"results written to {out}/" in printed
+
+    data = json.loads((out / "results.json").read_text())
+    a2 = next(r for r in data["results"] if (r["dataset"], r["scale"]) == ("A", 2))
+    assert lines[1].split()[1] == f"{a2['psnr_y']:.2f}/{a2['ssim_y']:.4f}"
+    proto = data["protocol"]
+    assert proto["command"].startswith("sisr eval --model bicubic --data-root ")
+    assert "--datasets A B --scales 2 3" in proto["command"] and "--lr-source auto" in proto["command"]
+    assert {"metrics", "shave", "quantisation", "lr", "gray_images", "software", "device", "date"} <= set(proto)
+    assert data["model"]["label"] == "bicubic"
+    csv_lines = (out / "per_image.csv").read_text().splitlines()
+    header = next(line for line in csv_lines if not line.startswith("#"))
+    assert header.startswith("dataset,scale,image,psnr_y,ssim_y,psnr_rgb")
+    assert sum(not line.startswith("#") for line in csv_lines) == 1 + 2 * 2 * 2
+    assert any(line.startswith("# command: sisr eval") for line in csv_lines)
+    assert "| A |" in (out / "table.md").read_text()
+
+    # never overwrite; --overwrite replaces
+    assert main(["eval", "--model", "bicubic", "--data-root", str(data_root), "--datasets", "A", "--scales", "2",
+                 "-o", str(out)]) == 1
+    assert "results.json: already exists" in capsys.readouterr().err
+    assert main(["eval", "--model", "bicubic", "--data-root", str(data_root), "--datasets", "A", "--scales", "2",
+                 "-o", str(out), "--overwrite"]) == 0
+
+
+def test_per_image_scores_match_the_metrics(data_root, tmp_path):
+    from sisr.data.benchmark import BenchmarkSet
+    from sisr.data.resize import imresize
+
+    out = tmp_path / "o"
+    assert main(["eval", "--model", "bicubic", "--data-root", str(data_root), "--datasets", "A", "--scales", "3",
+                 "--shave", "1", "-o", str(out)]) == 0
+    image = json.loads((out / "results.json").read_text())["results"][0]["images"][0]
+    item = BenchmarkSet(data_root, "A", 3)[0]
+    sr = np.round(np.clip(imresize(item.lr.astype(np.float64) / 255, 3), 0, 1) * 255).astype(np.uint8)
+    assert image["psnr_y"] == pytest.approx(psnr(sr, item.hr, 1), abs=1e-4)
+    assert image["ssim_y"] == pytest.approx(ssim(sr, item.hr, 1), abs=1e-5)
+
+
+def test_default_output_folder(data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", "--model", "bicubic", "--data-root", str(data_root), "--datasets", "A", "--scales", "2"]
+    assert main(args) == 0 and main(args) == 0
+    runs = sorted((tmp_path / "results").iterdir())
+    assert len(runs) == 2 and all(r.name.startswith("eval-bicubic-") for r in runs)
+    assert all((r / "results.json").is_file() for r in runs)
+
+
+def test_user_errors_are_one_line(data_root, capsys):
+    cases = [
+        (["--datasets", "Set7"], "Set7: no such benchmark set (found: A, B)"),
+        (["--model", "nope"], "no such weights file"),
+        (["--scales", "5"], "supports scales"),
+        (["--lr-source", "files"], "missing LR file"),
+    ]
+    for extra, message in cases:
+        args = ["eval", "--model", "bicubic", "--data-root", str(data_root), "--datasets", "A", "--scales", "2"]
+        rc = main(args + extra)
+        err = capsys.readouterr().err
+        assert rc == 1 and message in err and err.count("\n") == 1 and err.startswith("sisr eval: error: ")
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--model", "bicubic", "--data-root", str(data_root), "--tile", "0"])
+    assert exc.value.code == 2
+
+
+def test_help_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "sisr", "eval", "--help"], capture_output=True, text=True, check=True)
+    for option in ("--self-ensemble", "--chop", "--tile", "--weights", "--lr-source", "--gray-images", "-o"):
+        assert option in out.stdout
