@@ -1,7 +1,13 @@
 """Build a network with its weights, ready for inference.
 
-``load_model("rcan", scale=2, weights="rcan_x2.safetensors")``, ``load_model("my_run/best.safetensors")``
-or ``load_model("defian-s", scale=4)`` (shipped pretrained weights).
+``load_model("rcan", scale=2, weights="rcan_x2.safetensors")``, ``load_model("my_run/best.safetensors")``,
+``load_model("RCAN_BIX2.pt")`` (an official checkpoint, recognised from its keys and shapes) or
+``load_model("defian-s", scale=4)`` (shipped pretrained weights).
+
+A weights file is either a sisr safetensors file (metadata says model, scale and
+hyper-parameters) or an official checkpoint (``.pt``/``.pth``, or a
+safetensors file without sisr metadata), read safely by
+:mod:`sisr.weights.official`. Keys always match the network exactly.
 """
 
 from __future__ import annotations
@@ -14,56 +20,72 @@ import torch
 from ..errors import WeightsError
 from ..models import count_parameters, create_model, get_info
 from ..models.registry import MODULES
-from ..weights import load_weights
+from ..utils.device import resolve_device
+from ..weights import FORMAT, load_weights, read_metadata
+from ..weights.official import is_safetensors, load_official, load_strict
+from ..weights.pretrained import available_pretrained, missing_weights_error, pretrained_path
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+__all__ = ["load_model", "pretrained_path", "available_pretrained", "is_model_name"]
 
 
-def pretrained_path(name: str, scale: int) -> Path | None:
-    """Shipped weights for a registry model and scale, or None."""
-    path = PRETRAINED_DIR / f"{name}_x{scale}.safetensors"
-    return path if path.is_file() else None
+def is_model_name(name: str | os.PathLike) -> bool:
+    """True if ``name`` is a registry name (case-insensitive)."""
+    return str(name).lower() in MODULES
 
 
 def load_model(name_or_path: str | os.PathLike, scale: int | None = None, *,
-               weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """A network in eval mode with weights loaded (strict key matching)."""
+               weights: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A network in eval mode on ``device`` with weights loaded (strict key matching).
+
+    ``name_or_path``: a registry name (weights from ``weights`` or the shipped
+    ones; models without parameters need none) or a weights file. ``scale``
+    defaults to the file's scale, or to the model's first scale for a name.
+    ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:i]"`` or ``"mps"``.
+    """
+    dev = resolve_device(device)
     key = str(name_or_path)
-    if key.lower() not in MODULES:
-        return _load_file(Path(key), scale, device)
+    if not is_model_name(key):
+        if weights is not None:
+            raise WeightsError(f"'{key}' is not a model name ({', '.join(MODULES)}), and weights= was given too")
+        return _load_file(Path(key), scale).to(dev).eval()
     info = get_info(key)
-    scale = scale if scale is not None else info.scales[0]
-    info.check_scale(scale)
     if weights is not None:
-        return _load_file(Path(weights), scale, device, expect=info.name)
+        return _load_file(Path(weights), scale, expect=info.name).to(dev).eval()
+    scale = int(scale) if scale is not None else info.scales[0]
+    info.check_scale(scale)
     model = create_model(info.name, scale=scale)
     if count_parameters(model) == 0:
-        return model.to(device).eval()
+        return model.to(dev).eval()
     path = pretrained_path(info.name, scale)
     if path is None:
-        raise WeightsError(
-            f"no pretrained weights for {info.name} x{scale}; train them with "
-            f"'sisr train --config <recipe>' or convert official ones with 'sisr convert', then pass --weights FILE"
-        )
-    return _load_file(path, scale, device, expect=info.name)
+        raise missing_weights_error(info.name, scale)
+    return _load_file(path, scale, expect=info.name).to(dev).eval()
 
 
-def _load_file(path: Path, scale: int | None, device, expect: str | None = None) -> torch.nn.Module:
+def _load_file(path: Path, scale: int | None, expect: str | None = None) -> torch.nn.Module:
     if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file (and not a model name: {', '.join(MODULES)})")
+        if path.suffix == "" and os.sep not in str(path):
+            raise WeightsError(f"unknown model '{path}' and no such weights file; models: {', '.join(MODULES)}")
+        raise WeightsError(f"{path}: no such weights file")
+    if is_safetensors(path) and read_metadata(path).get("format") == FORMAT:
+        return _load_sisr(path, scale, expect)
+    model, found = load_official(path, model=expect, scale=scale)
+    model.sisr_weights = {"path": str(path), "source": "official checkpoint", "model": found.model,
+                          "scale": found.scale, "hparams": dict(found.hparams)}
+    return model
+
+
+def _load_sisr(path: Path, scale: int | None, expect: str | None) -> torch.nn.Module:
     sd, meta = load_weights(path)
     name, file_scale = meta.get("model"), meta.get("scale")
     if name is None or file_scale is None:
-        raise WeightsError(f"{path}: no sisr metadata (model, scale); convert official checkpoints with 'sisr convert'")
+        raise WeightsError(f"{path}: sisr metadata lacks 'model' or 'scale'")
     if expect is not None and name != expect:
         raise WeightsError(f"{path}: holds weights for '{name}', not '{expect}'")
     if scale is not None and int(file_scale) != int(scale):
-        raise WeightsError(f"{path}: weights are for x{file_scale}, not x{scale}")
+        raise WeightsError(f"{path}: holds {name} weights for x{file_scale}, not x{int(scale)}")
     model = create_model(name, scale=int(file_scale), **meta.get("hparams", {}))
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise WeightsError(f"{path}: does not fit {name} x{file_scale}: {' '.join(first[:2])}") from None
+    load_strict(model, sd, f"{path}: does not fit {name} x{file_scale}")
     model.sisr_weights = {"path": str(path), **meta}
-    return model.to(device).eval()
+    return model

@@ -1,0 +1,255 @@
+"""run(): whole image, self-ensemble, precision, optimised path; upscale(): numpy forms; devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sisr
+from sisr.data.io import image_to_tensor, tensor_to_image, write_image
+from sisr.data.resize import imresize
+from sisr.engine.inference import default_model, run, upscale
+from sisr.errors import ConfigError, ImageError
+from sisr.utils.device import DeviceError, is_out_of_memory, resolve_device
+from sisr.weights import save_weights
+
+GREY = 1 / 255
+
+
+def tiny(name: str, scale: int = 2, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return sisr.create_model(name, scale=scale, **sisr.get_info(name).tiny).eval()
+
+
+def rand(*shape, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def test_run_is_the_clamped_forward_and_restores_training_mode():
+    model = tiny("edsr-baseline").train()
+    x = rand(2, 3, 13, 17)
+    out = run(model, x)
+    assert model.training
+    with torch.no_grad():
+        expected = model.eval()(x).clamp(0, 1)
+    torch.testing.assert_close(out, expected)
+    assert not out.requires_grad
+
+
+def test_run_never_clamps_the_callers_tensor():
+    x = rand(1, 3, 4, 4) * 2 - 0.5
+    before = x.clone()
+    out = run(nn.Identity(), x)
+    assert torch.equal(x, before) and out.min() == 0 and out.max() == 1
+
+
+def test_run_rejects_inputs_that_are_not_float_batches():
+    model = tiny("edsr-baseline")
+    for bad in (torch.rand(3, 8, 8), torch.zeros(1, 3, 8, 8, dtype=torch.uint8)):
+        with pytest.raises(ConfigError, match=r"\(N, C, H, W\)"):
+            run(model, bad)
+
+
+def _x8_reference(model, x):
+    """EDSR's forward_x8 written with rot90: the 8 symmetries of the square, each undone, averaged."""
+    outs = []
+    with torch.no_grad():
+        for flip in (False, True):
+            for k in range(4):
+                v = x.flip(-1) if flip else x
+                y = model(torch.rot90(v, k, (-2, -1)))
+                y = torch.rot90(y, -k, (-2, -1))
+                outs.append(y.flip(-1) if flip else y)
+    return torch.stack(outs).mean(0).clamp(0, 1)
+
+
+def test_self_ensemble_is_the_mean_of_the_eight_symmetries():
+    model = tiny("edsr-baseline")
+    x = rand(1, 3, 12, 19)
+    out = run(model, x, self_ensemble=True)
+    torch.testing.assert_close(out, _x8_reference(model, x), atol=1e-6, rtol=0)
+    assert (out - run(model, x)).abs().max() > GREY  # the network is not symmetric: the ensemble matters
+
+
+def test_self_ensemble_of_a_symmetric_model_changes_nothing():
+    model = sisr.create_model("bicubic", scale=3)  # MATLAB bicubic commutes with flips and transposes
+    x = rand(1, 3, 10, 14)
+    torch.testing.assert_close(run(model, x, self_ensemble=True), run(model, x), atol=1e-6, rtol=0)
+
+
+def test_self_ensemble_passes_are_tiled_and_chopped():
+    model = tiny("edsr-baseline")
+    x = rand(1, 3, 100, 72)
+    reference = _x8_reference(model, x)
+    assert (run(model, x, self_ensemble=True, tile=64) - reference).abs().max() < 1e-5
+    assert (run(model, x, self_ensemble=True, chop=True, chop_min_size=1000) - reference).abs().max() < 1e-5
+
+
+def test_bf16_autocast_stays_close_and_weights_stay_fp32():
+    model = tiny("edsr-baseline")
+    x = rand(1, 3, 24, 24)
+    out = run(model, x, precision="bf16")
+    assert out.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32
+    diff = (out - run(model, x)).abs().max()
+    assert 0 < diff < 4 * GREY  # bf16 really ran (not bit-identical) and stays within a few grey levels
+
+
+def test_precision_errors():
+    x = rand(1, 3, 8, 8)
+    with pytest.raises(ConfigError, match="fp16 is not supported on the CPU"):
+        run(tiny("edsr-baseline"), x, precision="fp16")
+    with pytest.raises(ConfigError, match="model 'csnln' does not support fp16"):
+        run(tiny("csnln"), x, precision="fp16")
+    with pytest.raises(ConfigError, match="unknown precision 'int8'"):
+        run(tiny("edsr-baseline"), x, precision="int8")
+
+
+def test_channels_last_matches_within_two_grey_levels():
+    model = tiny("rcan")
+    x = rand(1, 3, 20, 28)
+    reference = run(model, x)
+    assert (run(model, x, channels_last=True) - reference).abs().max() < 2 * GREY
+
+
+def test_compiled_model_matches_within_two_grey_levels():
+    pytest.importorskip("torch._inductor")
+    model = tiny("edsr-baseline")
+    reference_keys = list(model.state_dict())
+    x = rand(1, 3, 16, 16)
+    reference = run(model, x)
+    out = run(model, x, compile=True, channels_last=True)
+    assert (out - reference).abs().max() < 2 * GREY
+    compiled = model.__dict__["_sisr_compiled"]
+    run(model, x, compile=True, channels_last=True)
+    assert model.__dict__["_sisr_compiled"] is compiled  # compiled once, reused by later calls
+    assert "_sisr_compiled" not in dict(model.named_modules()) and set(model.state_dict()) == set(reference_keys)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert resolve_device("auto").type == expected
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+    else:
+        with pytest.raises(DeviceError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(DeviceError, match="MPS is not available"):
+            resolve_device("mps")
+
+
+def test_out_of_memory_recognition():
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
+    assert not is_out_of_memory(RuntimeError("Given groups=1, weight of size [8, 3, 3, 3]"))
+    assert not is_out_of_memory(ValueError("out of memory"))
+
+
+# ----------------------------------------------------------------------------- default model
+
+
+def test_default_model_rule(tmp_path, monkeypatch):
+    import sisr.weights.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    name, notice = default_model(4)
+    assert name == "bicubic" and "no shipped weights for defian-s x4" in notice
+    (tmp_path / "defian-s_x4.safetensors").write_bytes(b"")
+    assert default_model(4) == ("defian-s", None)
+    assert default_model(2)[0] == "bicubic"
+
+
+# ----------------------------------------------------------------------------- upscale (numpy forms)
+
+
+def _run_rgb(model, rgb01: torch.Tensor) -> torch.Tensor:
+    return run(model, rgb01[None])[0]
+
+
+def test_upscale_rgb_uint8_is_run_then_quantised():
+    model = tiny("edsr-baseline")
+    img = (rand(9, 11, 3).numpy() * 255).astype(np.uint8)
+    out = upscale(img, model)
+    assert out.shape == (18, 22, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, tensor_to_image(_run_rgb(model, image_to_tensor(img)), np.uint8))
+
+
+def test_upscale_gray_runs_as_rgb_and_returns_luma():
+    model = tiny("edsr-baseline")
+    gray = (rand(10, 7).numpy() * 255).astype(np.uint8)
+    rgb_out = _run_rgb(model, image_to_tensor(gray[:, :, None]).expand(3, -1, -1))
+    luma = 0.299 * rgb_out[0] + 0.587 * rgb_out[1] + 0.114 * rgb_out[2]
+    expected = tensor_to_image(luma[None], np.uint8)
+    out2d = upscale(gray, model)
+    assert out2d.shape == (20, 14) and out2d.dtype == np.uint8
+    np.testing.assert_array_equal(out2d, expected[:, :, 0])
+    np.testing.assert_array_equal(upscale(gray[:, :, None], model), expected)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_upscale_alpha_is_bicubic_and_reattached(channels):
+    model = tiny("edsr-baseline")
+    img = (rand(8, 9, channels).numpy() * 255).astype(np.uint8)
+    out = upscale(img, model)
+    assert out.shape == (16, 18, channels)
+    alpha = np.clip(imresize(img[:, :, -1].astype(np.float64) / 255, output_size=(16, 18)), 0, 1)
+    np.testing.assert_array_equal(out[:, :, -1], np.round(alpha * 255).astype(np.uint8))
+    np.testing.assert_array_equal(out[:, :, :-1], upscale(img[:, :, :-1], model))
+
+
+def test_upscale_keeps_16_bit_precision():
+    model = sisr.create_model("bicubic", scale=2)
+    img = (rand(6, 5, 3).numpy() * 65535).astype(np.uint16)
+    out = upscale(img, model)
+    assert out.dtype == np.uint16
+    expected = _run_rgb(model, torch.from_numpy(img.astype(np.float32) / 65535).permute(2, 0, 1))
+    np.testing.assert_array_equal(out, tensor_to_image(expected, np.uint16))
+    assert np.any(out % 257 != 0)  # not 8-bit values scaled up
+
+
+def test_upscale_float_image_and_path(tmp_path):
+    model = tiny("edsr-baseline")
+    img = (rand(7, 8, 3).numpy() * 255).astype(np.uint8)
+    out = upscale(img.astype(np.float32) / 255, model)
+    assert out.dtype == np.float32 and out.shape == (14, 16, 3) and 0 <= out.min() and out.max() <= 1
+    path = write_image(tmp_path / "in.png", img)
+    np.testing.assert_array_equal(upscale(path, model), upscale(img, model))
+
+
+def test_upscale_by_name_weights_file_and_default(tmp_path, monkeypatch):
+    import sisr.weights.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    img = (rand(6, 6, 3).numpy() * 255).astype(np.uint8)
+    with pytest.warns(UserWarning, match="using bicubic"):
+        default = upscale(img, scale=3)
+    np.testing.assert_array_equal(default, upscale(img, "bicubic", scale=3))
+    model = tiny("edsr-baseline", scale=4)
+    weights = save_weights(model, tmp_path / "e.safetensors", model="edsr-baseline", scale=4,
+                           hparams=model.sisr_spec.hparams)
+    np.testing.assert_array_equal(upscale(img, weights), upscale(img, model))
+    np.testing.assert_array_equal(upscale(img, "edsr-baseline", weights=weights), upscale(img, model))
+    with pytest.raises(ConfigError, match="upscales x4, not x2"):
+        upscale(img, model, scale=2)
+
+
+def test_upscale_rejects_unusable_arrays():
+    model = sisr.create_model("bicubic", scale=2)
+    with pytest.raises(ImageError, match="unsupported dtype int32"):
+        upscale(np.zeros((4, 4, 3), np.int32), model)
+    with pytest.raises(ImageError, match="got shape"):
+        upscale(np.zeros((4, 4, 5), np.uint8), model)
