@@ -1,0 +1,273 @@
+"""Training throughput (iterations/s) of every registry model at its recipe's batch and patch.
+
+Each model is built at full size from its recipe (``src/sisr/recipes/<model>.yaml``, LR patch
+and batch; ``--scale``, default 2) and trained on random batches with the engine's own step
+(:class:`sisr.engine.train.TrainStep`: forward, L1, backward, Adam step), so the figures are
+those of ``sisr train`` without the data pipeline (measured separately, last table). Columns:
+
+* ``fp32``: eager, float32 (the reference);
+* ``fp32+cl+compile``: channels_last under ``torch.compile`` (the useful one on CPUs without bf16);
+* ``bf16+cl``: bf16 autocast and channels_last;
+* ``bf16+cl+compile``: the same under ``torch.compile``;
+* on request (``--columns``): ``fp32+cl``, ``fp32+compile``, ``bf16`` to attribute the differences.
+
+Compilation happens in the first (warm-up) iteration, whose time is reported apart
+(``first_s`` in the JSON); a column that fails (e.g. no compiler) shows the error.
+
+Timing: every column of a model is built and warmed up (``--warmup`` iterations, compiling),
+then the columns take turns, one timed iteration each, ``--repeats`` rounds (so changing load
+from other processes hits all columns alike); the table gives the median (CUDA synchronised). On CPU the big models run with a reduced batch (``--cpu-batch``, default 2;
+CSNLN 1, its attention needs ~1.4 GB per x2 sample) and the small ones (< 2 M parameters) with
+the recipe batch; the table says which. On a CPU without bf16 instructions (no avx512_bf16 or
+amx_bf16 in /proc/cpuinfo) bf16 is emulated and several times slower than fp32; the bf16 columns
+are then timed for the small models only (``--cpu-bf16`` times them all). ``--device cuda`` uses the recipe batches.
+
+    .venv/bin/python benchmarks/train_throughput.py                       # all models, CPU
+    .venv/bin/python benchmarks/train_throughput.py --models defian-s edsr-baseline --repeats 5
+    .venv/bin/python benchmarks/train_throughput.py --device cuda --json benchmarks/results/train_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from sisr.engine.config import load_config
+from sisr.engine.train import TrainStep, make_optimizer, resolve_device
+from sisr.models import count_parameters, create_model, get_info, list_models
+from sisr.utils.fs import atomic_write_text
+
+COLUMNS = {
+    "fp32": dict(precision="fp32", channels_last=False, compile=False),
+    "fp32+cl+compile": dict(precision="fp32", channels_last=True, compile=True),
+    "bf16+cl": dict(precision="bf16", channels_last=True, compile=False),
+    "bf16+cl+compile": dict(precision="bf16", channels_last=True, compile=True),
+    # not timed by default; to see which part of the optimised path helps or hurts
+    "fp32+cl": dict(precision="fp32", channels_last=True, compile=False),
+    "fp32+compile": dict(precision="fp32", channels_last=False, compile=True),
+    "bf16": dict(precision="bf16", channels_last=False, compile=False),
+}
+DEFAULT_COLUMNS = ["fp32", "fp32+cl+compile", "bf16+cl", "bf16+cl+compile"]
+SMALL_MODEL = 2_000_000  # parameters: below this the CPU run keeps the recipe batch
+CPU_BATCH_OVERRIDES = {"csnln": 1}
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "T91"
+
+
+def trainable_models() -> list[str]:
+    return [n for n in list_models() if count_parameters(create_model(n, scale=get_info(n).scales[0],
+                                                                      **get_info(n).tiny)) > 0]
+
+
+class Variant:
+    """One column's network, optimizer and step on fixed random batches."""
+
+    def __init__(self, name: str, scale: int, batch: int, patch: int, column: dict, device: torch.device):
+        cfg = load_config(name, [f"model.scale={scale}"])
+        torch.manual_seed(0)
+        net = create_model(name, scale=scale).to(device)
+        if column["channels_last"]:
+            net.to(memory_format=torch.channels_last)
+        net.train()
+        optimizer = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad])
+        forward = torch.compile(net) if column["compile"] else net
+        self.step = TrainStep(forward, optimizer, device=device, precision=column["precision"],
+                              channels_last=column["channels_last"])
+        self.device = device
+        gen = torch.Generator().manual_seed(0)
+        self.lr = torch.rand(batch, 3, patch, patch, generator=gen)
+        self.hr = torch.rand(batch, 3, patch * scale, patch * scale, generator=gen)
+
+    def timed(self) -> float:
+        """Seconds of one training iteration."""
+        _sync(self.device)
+        start = time.perf_counter()
+        result = self.step(self.lr, self.hr)
+        _sync(self.device)
+        if not result.stepped:
+            raise RuntimeError(f"non-finite loss {result.loss}")
+        return time.perf_counter() - start
+
+
+def measure(name: str, scale: int, batch: int, patch: int, columns: list[str], device: torch.device,
+            warmup: int, repeats: int, small: bool = True, skip_emulated_bf16: bool = False) -> dict[str, dict]:
+    """Build every column, warm each up (compiling), then time them in turns (load hits all alike)."""
+    variants, out = {}, {}
+    for col in columns:
+        if "bf16" in col and "bf16" not in get_info(name).precisions:
+            out[col] = {"error": "bf16 not supported by the model"}
+            continue
+        if "bf16" in col and device.type == "cpu" and skip_emulated_bf16 and not small:
+            out[col] = {"error": "skipped: bf16 is emulated on this CPU (no avx512_bf16/amx); --cpu-bf16 forces it"}
+            continue
+        print(f"{name} x{scale} batch {batch} patch {patch}: {col} warm-up ...", file=sys.stderr, flush=True)
+        try:
+            variant = Variant(name, scale, batch, patch, COLUMNS[col], device)
+            first = variant.timed()  # includes compilation
+            for _ in range(max(0, warmup - 1)):
+                variant.timed()
+        except Exception as exc:  # report and go on: one failing column must not stop the table
+            out[col] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+            traceback.print_exc(limit=2)
+            continue
+        variants[col], out[col] = variant, {"first_s": first, "times": []}
+    for _ in range(repeats):
+        for col, variant in variants.items():
+            out[col]["times"].append(variant.timed())
+    for col in variants:
+        median = statistics.median(out[col]["times"])
+        out[col].update(it_per_s=1.0 / median, samples_per_s=batch / median, median_s=median)
+        print(f"  {col}: {1.0 / median:.4f} it/s (first iteration {out[col]['first_s']:.1f} s)",
+              file=sys.stderr, flush=True)
+    variants.clear()
+    torch._dynamo.reset()
+    return out
+
+
+def native_cpu_bf16() -> bool | None:
+    """Whether the CPU has bf16 instructions (Linux /proc/cpuinfo); None when unknown."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def data_throughput(folder: Path, scale: int, patch: int, batch: int, workers: int, batches: int,
+                    cache_dir: Path) -> dict:
+    from sisr.data.training import PatchDataset, make_loader, prepare_pairs
+
+    start = time.perf_counter()
+    pairs = prepare_pairs([folder], scale, patch, cache_dir=cache_dir, report=False)
+    prepare = time.perf_counter() - start
+    dataset = PatchDataset(pairs, scale, patch, seed=1)
+    loader = iter(make_loader(dataset, 0, batches + 2, batch, workers=workers))
+    next(loader), next(loader)  # workers started
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(loader)
+    seconds = time.perf_counter() - start
+    return {"images": len(pairs), "prepare_s": prepare, "batches_per_s": batches / seconds,
+            "workers": workers, "batch": batch, "patch": patch}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", help="registry names (default: every trainable model)")
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument("--columns", nargs="+", choices=list(COLUMNS), default=DEFAULT_COLUMNS)
+    parser.add_argument("--batch", type=int, help="batch for every model (default: see above)")
+    parser.add_argument("--cpu-batch", type=int, default=2, help="CPU batch of the big models (default 2)")
+    parser.add_argument("--cpu-bf16", action="store_true",
+                        help="time bf16 on CPU for the big models too, even where bf16 is emulated (slow)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="HR folder for the data-pipeline row")
+    parser.add_argument("--data-workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/sisr-bench-cache"))
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "train_throughput.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    models = args.models or trainable_models()
+
+    rows = []
+    for name in models:
+        cfg = load_config(name, [f"model.scale={args.scale}"])
+        params = count_parameters(create_model(name, scale=args.scale))
+        recipe_batch, patch = cfg.train.batch_size, cfg.data.patch_size
+        if args.batch:
+            batch = args.batch
+        elif device.type == "cpu" and params >= SMALL_MODEL:
+            batch = CPU_BATCH_OVERRIDES.get(name, args.cpu_batch)
+        else:
+            batch = recipe_batch
+        row = {"model": name, "scale": args.scale, "params": params, "patch": patch, "batch": batch,
+               "recipe_batch": recipe_batch, "columns": {}}
+        row["columns"] = measure(name, args.scale, batch, patch, args.columns, device, args.warmup, args.repeats,
+                                 small=params < SMALL_MODEL,
+                                 skip_emulated_bf16=not args.cpu_bf16 and native_cpu_bf16() is False)
+        rows.append(row)
+        _print_table(rows, args.columns)
+
+    data_rows = []
+    if args.data and args.data.is_dir():
+        for workers in args.data_workers:
+            data_rows.append(data_throughput(args.data, args.scale, 48 if args.scale <= 2 else 32, 16, workers, 30,
+                                             args.cache_dir))
+    result = {
+        "benchmark": "train_throughput",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
+        platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_native_bf16": native_cpu_bf16() if device.type == "cpu" else None,
+        "python": platform.python_version(),
+        "command": " ".join(sys.argv),
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "rows": rows,
+        "data_pipeline": data_rows,
+    }
+    print()
+    _print_table(rows, args.columns, final=True)
+    for d in data_rows:
+        print(f"data pipeline ({args.data.name}, x{args.scale}, batch {d['batch']}, patch {d['patch']}, "
+              f"{d['workers']} workers): {d['batches_per_s']:.1f} batches/s "
+              f"(first preparation {d['prepare_s']:.1f} s for {d['images']} images)")
+    print(f"device {result['device']} ({result['device_name']}), torch {result['torch']}, "
+          f"{result['threads']} threads")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.json, json.dumps(result, indent=2) + "\n", overwrite=args.overwrite)
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _print_table(rows: list[dict], columns: list[str], final: bool = False) -> None:
+    out = sys.stdout if final else sys.stderr
+    head = ["model", "params", "batch", "patch"] + [f"{c} it/s" for c in columns]
+    if "fp32" in columns and len(columns) > 1:
+        head += [f"{c} / fp32" for c in columns if c != "fp32"]
+    lines = [head]
+    for r in rows:
+        cells = [r["model"], f"{r['params'] / 1e6:.2f}M",
+                 f"{r['batch']}" + ("" if r["batch"] == r["recipe_batch"] else f" (recipe {r['recipe_batch']})"),
+                 str(r["patch"])]
+        for c in columns:
+            v = r["columns"].get(c, {})
+            cells.append(f"{v['it_per_s']:.3f}" if "it_per_s" in v else "n/a")
+        if "fp32" in columns and len(columns) > 1:
+            base = r["columns"].get("fp32", {}).get("it_per_s")
+            for c in columns:
+                if c == "fp32":
+                    continue
+                v = r["columns"].get(c, {}).get("it_per_s")
+                cells.append(f"{v / base:.2f}x" if v and base else "n/a")
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip(), file=out)
+    errors = [(r["model"], c, v["error"]) for r in rows for c, v in r["columns"].items() if "error" in v]
+    for model, col, err in errors if final else []:
+        print(f"  {model} {col}: {err}", file=out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""sisr train: train a model from a YAML config or a shipped recipe.
+
+    sisr train --config defian-s model.scale=4 data.hr=[/data/DIV2K]
+    sisr train --config my.yaml --run-dir runs/exp1 optim.lr=2e-4
+    sisr train --resume --run-dir runs/exp1            # continue with the run's own config
+    torchrun --nproc_per_node 4 -m sisr train --config rcan   # DDP; batch_size is global
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..engine.config import list_recipes
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (f"recipes: {', '.join(list_recipes())}\n"
+                     "overrides: dotted keys with YAML values, e.g. train.iterations=1000 val.every=0 "
+                     "model.hparams={n_feats: 32}\n"
+                     "An existing run directory with the same config is resumed from its last checkpoint.")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--config", "-c", help="YAML config file or recipe name")
+    parser.add_argument("--run-dir", help="run directory (default: runs/<model>-x<scale>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir (its saved config when --config is not given)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.config import load_config
+    from ..errors import ConfigError
+
+    if args.config is None and not (args.resume and args.run_dir):
+        raise ConfigError("give --config CONFIG (a YAML file or a recipe name), or --resume --run-dir DIR")
+    if args.print_config:
+        from pathlib import Path
+
+        source = args.config if args.config is not None else Path(args.run_dir) / "config.yaml"
+        print(load_config(source, args.overrides).to_yaml(), end="")
+        return 0
+    from ..engine.train import train
+
+    run_dir = train(args.config, args.overrides, run_dir=args.run_dir, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(run_dir)
+    return 0

@@ -1,0 +1,344 @@
+"""Training data: (LR, HR) patch pairs sampled from folders of HR images.
+
+Sources (``find_hr_images``): image files, or folders searched recursively. A folder holding
+``DIV2K_train_HR/`` (the DIV2K layout), ``Flickr2K_HR/`` or ``HR/`` (the EDSR layout that
+``sisr degrade`` writes) stands for that sub-folder only, so validation images and LR files beside it are
+never taken as training HR. Folders of the benchmark test sets (Set5, Set14, B100, Urban100,
+Manga109) are refused unless ``allow_test_sets``.
+
+LR images (``prepare_pairs``) are either read from a prepared folder (``lr_dir``: a folder
+holding ``X<s>/`` or the images, mirroring the HR sub-folders, named ``<name>x<s>.<ext>`` or
+``<name>.<ext>``; ``"auto"``: the EDSR/DIV2K sibling folder ``LR_bicubic|LR_BD|LR_DN/X<s>`` or
+``DIV2K_train_LR_bicubic/X<s>``) or made from the HR with :func:`sisr.data.degrade.degrade`
+(BI, BD or DN) once per image. DN noise is drawn once per image and then fixed, seeded by the
+image's file name (as in a prepared DN folder; a fresh draw per patch would need the noiseless
+LR, which the degradation does not expose). The HR is cropped to ``LR * s`` at the bottom/right
+(EDSR's crop, MATLAB's ``modcrop``).
+
+Cache: every decoded pair is stored once as two ``.npy`` files (HR and LR, raw uint8/uint16,
+keyed by the file's path, size and modification time and the LR recipe) under ``cache_dir``;
+training reads patches from them memory-mapped, so epochs never decode PNGs again, worker
+processes share the pages through the OS cache, and later runs (and resumed ones) skip the
+preparation. The cost is disk space: about 3 bytes per HR pixel plus 3/s^2 for the LR
+(DIV2K x2: about 8.3 GB).
+
+Bad data (an unreadable file, a missing or mis-sized LR file, an image whose LR is smaller than
+a patch) is reported once by name (a :class:`TrainingDataWarning`) and skipped; nothing usable
+is a :class:`TrainingDataError`.
+
+Sampling (``PatchDataset``) is a pure function of ``(seed, sample index)``, so any stretch of a
+run can be replayed exactly (resume) and sharded across processes. Sample ``i`` takes image
+``perm_r[i mod n]`` where ``perm_r`` is a seeded permutation of the ``n`` images for round
+``r = i // n`` (every ``n`` consecutive samples visit every image once), a uniformly random LR
+patch at ``(y, x)`` with the HR patch at ``(s*y, s*x)``, and, with ``augment``, random horizontal
+flip, vertical flip and transposition (each p = 0.5: the 8 rotations/flips, uniformly).
+Iteration ``k`` (1-based) of a run with global batch ``B`` uses samples ``(k-1)*B .. k*B-1``;
+with ``W`` processes, rank ``r`` takes the ``B/W`` samples starting at ``(k-1)*B + r*B/W``
+(``IterationSampler``), so a DDP run sees exactly the batches of a single-process run.
+An "epoch" is ``iterations_per_epoch`` iterations (EDSR's: DIV2K's 800 images repeated 20 times
+= 1000 batches of 16); ``len(PatchDataset)`` is the samples of one epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from ..errors import SisrError
+from ..utils.fs import atomic_path
+from .degrade import LR_FOLDERS, degrade, modcrop, to_rgb
+
+TEST_SETS = ("set5", "set14", "b100", "bsd100", "urban100", "manga109")
+CACHE_VERSION = 1
+
+
+class TrainingDataError(SisrError):
+    """No usable training data, or an invalid data source."""
+
+
+class TrainingDataWarning(UserWarning):
+    """A training image was skipped."""
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    """One usable training image: cached HR and LR arrays (``.npy``) and the LR size."""
+
+    name: str
+    source: Path
+    hr_npy: Path
+    lr_npy: Path
+    lr_size: tuple[int, int]  # (height, width)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SISR_CACHE")
+    if env:
+        return Path(env) / "training"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sisr" / "training"
+
+
+def find_hr_images(sources: Sequence[str | os.PathLike], root: str | os.PathLike | None = None, *,
+                   allow_test_sets: bool = False) -> list[tuple[Path, Path]]:
+    """``(image file, its source folder)`` for every HR image, in a stable sorted order."""
+    from .io import IMAGE_EXTENSIONS, find_images
+
+    base = Path(root) if root is not None else Path.cwd()
+    found: list[tuple[Path, Path]] = []
+    for source in sources:
+        path = base / Path(source).expanduser()
+        if not path.exists():
+            raise TrainingDataError(f"{path}: no such training image folder or file")
+        if not allow_test_sets:
+            hit = next((p for p in path.resolve().parts if p.lower() in TEST_SETS), None)
+            if hit:
+                raise TrainingDataError(f"{path}: inside the benchmark test set '{hit}'; never train on test "
+                                        f"images (data.allow_test_sets=true overrides)")
+        if path.is_file():
+            found.append((path, path.parent))
+            continue
+        folder = hr_folder(path)
+        files = find_images(folder)
+        if not files:
+            raise TrainingDataError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        found += [(p, folder) for p in files]
+    return found
+
+
+def hr_folder(path: Path) -> Path:
+    """The HR sub-folder of a DIV2K, Flickr2K or EDSR-layout folder, else the folder itself."""
+    for name in ("DIV2K_train_HR", "Flickr2K_HR", "HR"):
+        if (path / name).is_dir():
+            return path / name
+    return path
+
+
+def auto_lr_folder(folder: Path, scale: int, degradation: str) -> Path:
+    """The prepared LR folder beside an HR folder (EDSR or DIV2K layout)."""
+    if folder.name == "DIV2K_train_HR" and degradation == "BI":
+        candidate = folder.parent / "DIV2K_train_LR_bicubic" / f"X{scale}"
+    else:
+        candidate = folder.parent / LR_FOLDERS[degradation] / f"X{scale}"
+    if not candidate.is_dir():
+        raise TrainingDataError(f"{candidate}: no prepared LR folder for {folder} (data.lr=auto; make it with "
+                                f"'sisr degrade' or set data.lr=null to make LR on the fly)")
+    return candidate
+
+
+def find_lr_file(hr_file: Path, source: Path, lr_dir: Path, scale: int) -> Path | None:
+    """The LR file of an HR image in a prepared folder, or None."""
+    folder = lr_dir / f"X{scale}" if (lr_dir / f"X{scale}").is_dir() else lr_dir
+    rel = hr_file.parent.relative_to(source) if hr_file.is_relative_to(source) else Path()
+    for stem in (f"{hr_file.stem}x{scale}", hr_file.stem):
+        for ext in dict.fromkeys((hr_file.suffix, ".png")):
+            candidate = folder / rel / f"{stem}{ext}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def prepare_pairs(sources: Sequence[str | os.PathLike], scale: int, patch_size: int, *,
+                  root: str | os.PathLike | None = None, lr_dir: str | os.PathLike | None = None,
+                  degradation: str = "BI", noise_level: float = 30.0,
+                  cache_dir: str | os.PathLike | None = None, allow_test_sets: bool = False,
+                  report: bool = True) -> list[TrainingPair]:
+    """Find, check, decode and cache the training pairs; skip (and report) unusable images."""
+    degradation = degradation.upper()
+    if degradation not in LR_FOLDERS:
+        raise TrainingDataError(f"degradation must be one of {', '.join(LR_FOLDERS)}; got '{degradation}'")
+    images = find_hr_images(sources, root, allow_test_sets=allow_test_sets)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    base = Path(root) if root is not None else Path.cwd()
+    explicit_lr = None if lr_dir in (None, "auto") else base / Path(lr_dir).expanduser()
+    if explicit_lr is not None and not explicit_lr.is_dir():
+        raise TrainingDataError(f"{explicit_lr}: no such LR folder")
+    pairs, skipped = [], []
+    lr_folders: dict[Path, Path] = {}
+    for hr_file, source in tqdm(images, desc="preparing training images", unit="img", disable=None if report else True,
+                                leave=False):
+        if lr_dir == "auto":
+            if source not in lr_folders:
+                lr_folders[source] = auto_lr_folder(source, scale, degradation)
+            lr_source: Path | None = lr_folders[source]
+        else:
+            lr_source = explicit_lr
+        try:
+            pair = _prepare_one(hr_file, source, scale, lr_source, degradation, noise_level, cache)
+        except (SisrError, ValueError) as exc:
+            skipped.append(f"{exc}")
+            continue
+        h, w = pair.lr_size
+        if h < patch_size or w < patch_size:
+            skipped.append(f"{hr_file}: LR {w}x{h} is smaller than a {patch_size}x{patch_size} patch")
+            continue
+        pairs.append(pair)
+    if report:
+        for problem in skipped:
+            warnings.warn(f"skipped training image: {problem}", TrainingDataWarning, stacklevel=2)
+    if not pairs:
+        where = ", ".join(str(s) for s in sources)
+        detail = f" ({len(skipped)} skipped: {skipped[0]})" if skipped else ""
+        raise TrainingDataError(f"no usable training images in {where}{detail}")
+    return pairs
+
+
+def _prepare_one(hr_file: Path, source: Path, scale: int, lr_source: Path | None, degradation: str,
+                 noise_level: float, cache: Path) -> TrainingPair:
+    from .io import read_image
+
+    st = hr_file.stat()
+    hr_key = _key("hr", CACHE_VERSION, hr_file.resolve(), st.st_size, st.st_mtime_ns, scale)
+    lr_file = None
+    if lr_source is not None:
+        lr_file = find_lr_file(hr_file, source, lr_source, scale)
+        if lr_file is None:
+            raise TrainingDataError(f"{hr_file}: no LR file in {lr_source} ({hr_file.stem}x{scale}.png)")
+        lst = lr_file.stat()
+        lr_key = _key("lr-file", hr_key, lr_file.resolve(), lst.st_size, lst.st_mtime_ns)
+    else:
+        lr_key = _key("lr", hr_key, degradation, float(noise_level) if degradation == "DN" else None)
+    hr_npy, lr_npy = _cache_path(cache, hr_key), _cache_path(cache, lr_key)
+    name = str(hr_file.relative_to(source)) if hr_file.is_relative_to(source) else hr_file.name
+    if hr_npy.is_file() and lr_npy.is_file():
+        try:
+            lr_shape = np.load(lr_npy, mmap_mode="r").shape
+            return TrainingPair(name, hr_file, hr_npy, lr_npy, (lr_shape[0], lr_shape[1]))
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is rebuilt below
+    hr = to_rgb(read_image(hr_file))
+    h, w = hr.shape[0] // scale, hr.shape[1] // scale
+    if h == 0 or w == 0:
+        raise TrainingDataError(f"{hr_file}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale {scale}")
+    hr = np.ascontiguousarray(modcrop(hr, scale))
+    if lr_file is not None:
+        lr = to_rgb(read_image(lr_file))
+        if lr.shape[:2] != (h, w):
+            raise TrainingDataError(f"{lr_file}: LR is {lr.shape[1]}x{lr.shape[0]}, expected {w}x{h} "
+                                    f"({hr_file.name} / {scale})")
+        if lr.dtype != hr.dtype:
+            raise TrainingDataError(f"{lr_file}: {lr.dtype} LR for a {hr.dtype} HR image")
+    else:
+        seed = zlib.crc32(hr_file.name.encode("utf-8")) if degradation == "DN" else None
+        lr = np.asarray(degrade(hr, scale, mode=degradation, noise_level=noise_level, seed=seed))
+        if lr.shape[:2] != (h, w):
+            raise TrainingDataError(f"{hr_file}: degradation gave {lr.shape[1]}x{lr.shape[0]}, expected {w}x{h}")
+    _save_npy(hr_npy, hr)
+    _save_npy(lr_npy, np.ascontiguousarray(lr))
+    return TrainingPair(name, hr_file, hr_npy, lr_npy, (h, w))
+
+
+def _key(*parts) -> str:
+    return hashlib.sha1("\0".join(map(str, parts)).encode("utf-8")).hexdigest()
+
+
+def _cache_path(cache: Path, key: str) -> Path:
+    return cache / key[:2] / f"{key}.npy"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    try:
+        with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.save(f, array)
+    except OSError as exc:
+        raise TrainingDataError(f"{path.parent}: cannot write the training cache ({exc.strerror or exc}); "
+                                f"set data.cache_dir") from None
+
+
+class PatchDataset(Dataset):
+    """``dataset[i]`` is sample ``i`` of the run: ``(lr, hr)`` float32 CHW tensors in [0, 1].
+
+    ``len()`` is one epoch (``samples_per_epoch``); any index >= 0 is valid.
+    """
+
+    def __init__(self, pairs: Sequence[TrainingPair], scale: int, patch_size: int, *, seed: int = 0,
+                 augment: bool = True, samples_per_epoch: int = 16_000):
+        if not pairs:
+            raise TrainingDataError("no training pairs")
+        if seed < 0:
+            raise TrainingDataError(f"seed must not be negative, got {seed}")
+        self.pairs = list(pairs)
+        self.scale, self.patch_size, self.seed = int(scale), int(patch_size), int(seed)
+        self.augment, self.samples_per_epoch = augment, int(samples_per_epoch)
+        self._perm_round, self._perm = -1, np.arange(0)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def sample(self, index: int) -> tuple[int, int, int, tuple[bool, bool, bool]]:
+        """``(image index, y, x, (hflip, vflip, transpose))`` of sample ``index`` (LR coordinates)."""
+        n = len(self.pairs)
+        rnd, pos = divmod(int(index), n)
+        if rnd != self._perm_round:
+            self._perm = np.random.default_rng([self.seed, 0x5EED, rnd]).permutation(n)
+            self._perm_round = rnd
+        k = int(self._perm[pos])
+        rng = np.random.default_rng([self.seed, int(index)])
+        h, w = self.pairs[k].lr_size
+        p = self.patch_size
+        y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+        flips = tuple(bool(b) for b in rng.integers(0, 2, size=3)) if self.augment else (False, False, False)
+        return k, y, x, flips  # type: ignore[return-value]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index < 0:
+            raise IndexError(f"sample index must not be negative, got {index}")
+        k, y, x, flips = self.sample(index)
+        pair, p, s = self.pairs[k], self.patch_size, self.scale
+        lr = np.load(pair.lr_npy, mmap_mode="r")[y: y + p, x: x + p]
+        hr = np.load(pair.hr_npy, mmap_mode="r")[s * y: s * (y + p), s * x: s * (x + p)]
+        return _to_tensor(augment(lr, flips)), _to_tensor(augment(hr, flips))
+
+
+def augment(img: np.ndarray, flips: tuple[bool, bool, bool]) -> np.ndarray:
+    """Horizontal flip, vertical flip, then transposition of an ``(H, W, C)`` array."""
+    hflip, vflip, transpose = flips
+    if hflip:
+        img = img[:, ::-1]
+    if vflip:
+        img = img[::-1]
+    if transpose:
+        img = img.transpose(1, 0, 2)
+    return img
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    peak = 65535.0 if img.dtype == np.uint16 else 255.0
+    chw = np.ascontiguousarray(img.transpose(2, 0, 1))
+    return torch.from_numpy(chw.astype(np.float32)).div_(peak)
+
+
+class IterationSampler(Sampler[int]):
+    """Sample indices of iterations ``start+1 .. stop`` for one process of ``world_size``."""
+
+    def __init__(self, start: int, stop: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise TrainingDataError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self.start, self.stop, self.batch_size = int(start), int(stop), int(batch_size)
+        self.rank, self.per_rank = int(rank), batch_size // world_size
+
+    def __iter__(self) -> Iterator[int]:
+        for iteration in range(self.start, self.stop):
+            first = iteration * self.batch_size + self.rank * self.per_rank
+            yield from range(first, first + self.per_rank)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.per_rank
+
+
+def make_loader(dataset: PatchDataset, start: int, stop: int, batch_size: int, *, rank: int = 0,
+                world_size: int = 1, workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Batches of iterations ``start+1 .. stop`` for this process (``batch_size`` is global)."""
+    sampler = IterationSampler(start, stop, batch_size, rank, world_size)
+    return DataLoader(dataset, batch_size=sampler.per_rank, sampler=sampler, num_workers=workers,
+                      pin_memory=pin_memory, drop_last=False, prefetch_factor=4 if workers else None)

@@ -1,0 +1,276 @@
+"""PNG line and bar charts drawn with Pillow (matplotlib is not a dependency).
+
+>>> img = line_chart({"loss": [(100, 0.08), (200, 0.05)]}, title="training loss", xlabel="iteration")
+>>> img = bar_chart(["Set5", "Set14"], {"bicubic": [33.66, 30.24], "edsr": [38.11, 33.92]},
+...                 ylabel="PSNR (dB)", y_min=None)
+>>> save_png(img, "psnr.png")
+
+Both functions return a ``PIL.Image`` (RGB), so a caller can save it (``save_png``, atomic,
+never overwriting unless asked), embed it (``png_bytes`` -> e.g. base64 in HTML) or paste it.
+Axes get "nice" ticks (1, 2, 2.5, 5 x 10^k; k/M suffixes for large numbers); non-finite points
+are left out; series of up to 50 points get point markers; several series get distinct colours
+and a legend.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .fs import atomic_path
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
+BACKGROUND, AXIS, GRID, TEXT = "#ffffff", "#333333", "#e3e3e3", "#222222"
+
+Point = tuple[float, float]
+
+
+def font(size: int = 13) -> ImageFont.ImageFont:
+    """Pillow's built-in font at ``size`` pixels (a fixed small bitmap font on Pillow < 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
+    """Round tick values covering ``[lo, hi]`` with about ``target`` intervals."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"tick range must be finite, got {lo}..{hi}")
+    if hi < lo:
+        lo, hi = hi, lo
+    if hi == lo:
+        pad = abs(lo) * 0.05 or 1.0
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / max(target, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [round(i * step, 12) for i in range(first, last + 1)]
+
+
+def format_tick(value: float, step: float) -> str:
+    """Tick label: k/M suffixes from 10 000 on, otherwise as many decimals as the step needs."""
+    if abs(value) >= 1e4 or (abs(step) >= 1e4 and value):
+        for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= div or abs(step) >= div:
+                text = f"{value / div:.3f}".rstrip("0").rstrip(".")
+                return f"{text}{suffix}"
+    decimals = max(0, -math.floor(math.log10(abs(step)) + 1e-9)) if step else 0
+    if step and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
+        decimals += 1
+    return f"{value:.{decimals}f}"
+
+
+class _Canvas:
+    def __init__(self, size: tuple[int, int], title: str, xlabel: str, ylabel: str, bottom_extra: int = 0,
+                 left_labels: Sequence[str] = ()):
+        self.image = Image.new("RGB", size, BACKGROUND)
+        self.draw = ImageDraw.Draw(self.image)
+        self.font, self.title_font = font(13), font(16)
+        tick_w = max([self.text_size(t)[0] for t in left_labels] or [0])
+        self.left = 16 + (22 if ylabel else 0) + tick_w + 8
+        self.top = 14 + (self.text_size(title, self.title_font)[1] + 12 if title else 0)
+        self.right = size[0] - 20
+        self.bottom = size[1] - 14 - (22 if xlabel else 0) - 20 - bottom_extra
+        if title:
+            w, _ = self.text_size(title, self.title_font)
+            self.draw.text(((size[0] - w) / 2, 12), title, fill=TEXT, font=self.title_font)
+        if xlabel:
+            w, h = self.text_size(xlabel)
+            self.draw.text(((self.left + self.right - w) / 2, size[1] - 12 - h), xlabel, fill=TEXT, font=self.font)
+        if ylabel:
+            self.paste_rotated(ylabel, 12, (self.top + self.bottom) / 2)
+
+    def text_size(self, text: str, fnt=None) -> tuple[int, int]:
+        box = self.draw.textbbox((0, 0), text, font=fnt or self.font)
+        return box[2] - box[0], box[3] - box[1]
+
+    def paste_rotated(self, text: str, x: float, y_center: float, anchor_top: bool = False) -> None:
+        """Text turned 90 degrees counter-clockwise; centred on (x, y_center) or hanging below (x, y)."""
+        w, h = self.text_size(text)
+        strip = Image.new("RGB", (w + 4, h + 6), BACKGROUND)
+        ImageDraw.Draw(strip).text((2, 0), text, fill=TEXT, font=self.font)
+        turned = strip.rotate(90, expand=True)
+        top = y_center if anchor_top else y_center - turned.height / 2
+        self.image.paste(turned, (int(x - turned.width / 2), int(top)))
+
+    def y_axis(self, ticks: list[float], to_y, labels: list[str]) -> None:
+        for value, label in zip(ticks, labels):
+            y = to_y(value)
+            self.draw.line([(self.left, y), (self.right, y)], fill=GRID, width=1)
+            w, h = self.text_size(label)
+            self.draw.text((self.left - 6 - w, y - h / 2 - 2), label, fill=TEXT, font=self.font)
+
+    def frame(self) -> None:
+        self.draw.line([(self.left, self.top), (self.left, self.bottom), (self.right, self.bottom)], fill=AXIS, width=1)
+
+    def legend(self, names: Sequence[str], colors: Sequence[str]) -> None:
+        if len(names) < 2:
+            return
+        width = max(self.text_size(n)[0] for n in names) + 34
+        line_h = self.text_size("Ag")[1] + 8
+        x0, y0 = self.right - width - 8, self.top + 8
+        self.draw.rectangle([x0, y0, x0 + width, y0 + line_h * len(names) + 6], fill=BACKGROUND, outline=GRID)
+        for i, (name, color) in enumerate(zip(names, colors)):
+            y = y0 + 6 + i * line_h + line_h / 2 - 3
+            self.draw.rectangle([x0 + 8, y - 4, x0 + 22, y + 4], fill=color)
+            self.draw.text((x0 + 28, y - line_h / 2 + 3), name, fill=TEXT, font=self.font)
+
+
+def line_chart(series: Mapping[str, Sequence[Point]], *, title: str = "", xlabel: str = "", ylabel: str = "",
+               size: tuple[int, int] = (800, 480), log_y: bool = False,
+               colors: Mapping[str, str] | None = None) -> Image.Image:
+    """One line per series of ``(x, y)`` points; ``log_y`` for a logarithmic y axis (positive values)."""
+    names = list(series)
+    colors = {n: (colors or {}).get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)}
+    clean = {n: [(float(x), float(y)) for x, y in pts if math.isfinite(float(x)) and math.isfinite(float(y))
+                 and (not log_y or float(y) > 0)] for n, pts in series.items()}
+    points = [p for pts in clean.values() for p in pts]
+    if not points:
+        canvas = _Canvas(size, title, xlabel, ylabel)
+        canvas.frame()
+        msg = "no data"
+        w, h = canvas.text_size(msg)
+        canvas.draw.text(((canvas.left + canvas.right - w) / 2, (canvas.top + canvas.bottom - h) / 2), msg,
+                         fill=TEXT, font=canvas.font)
+        return canvas.image
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    xticks = nice_ticks(min(xs), max(xs))
+    fy = math.log10 if log_y else (lambda v: v)
+    if log_y:
+        lo, hi = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+        hi = max(hi, lo + 1)
+        yticks = [10.0**k for k in range(lo, hi + 1)]
+        if hi - lo <= 1:
+            yticks = sorted({m * 10.0**k for k in range(lo, hi + 1) for m in (1, 2, 5) if 10.0**lo <= m * 10.0**k <= 10.0**hi})
+        ylabels = [format_tick(v, v) for v in yticks]
+    else:
+        yticks = nice_ticks(min(ys), max(ys))
+        ylabels = [format_tick(v, yticks[1] - yticks[0]) for v in yticks]
+    canvas = _Canvas(size, title, xlabel, ylabel, left_labels=ylabels)
+    x0, x1 = xticks[0], xticks[-1]
+    y0, y1 = fy(yticks[0]), fy(yticks[-1])
+
+    def to_x(v: float) -> float:
+        return canvas.left + (v - x0) / (x1 - x0) * (canvas.right - canvas.left)
+
+    def to_y(v: float) -> float:
+        return canvas.bottom - (fy(v) - y0) / (y1 - y0) * (canvas.bottom - canvas.top)
+
+    canvas.y_axis(yticks, to_y, ylabels)
+    xstep = xticks[1] - xticks[0]
+    for value in xticks:
+        x = to_x(value)
+        label = format_tick(value, xstep)
+        w, _ = canvas.text_size(label)
+        canvas.draw.line([(x, canvas.bottom), (x, canvas.bottom + 4)], fill=AXIS)
+        canvas.draw.text((x - w / 2, canvas.bottom + 6), label, fill=TEXT, font=canvas.font)
+    canvas.frame()
+    for name in names:
+        pts = [(to_x(x), to_y(y)) for x, y in sorted(clean[name])]
+        if len(pts) > 1:
+            canvas.draw.line(pts, fill=colors[name], width=2, joint="curve")
+        if len(pts) <= 50:  # few points (e.g. validations): mark them
+            for x, y in pts:
+                canvas.draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colors[name])
+    canvas.legend(names, [colors[n] for n in names])
+    return canvas.image
+
+
+def bar_chart(categories: Sequence[str], values: Mapping[str, Sequence[float | None]] | Sequence[float | None], *,
+              title: str = "", ylabel: str = "", xlabel: str = "", size: tuple[int, int] | None = None,
+              y_min: float | None = 0.0, value_format: str | None = "{:.2f}",
+              colors: Mapping[str, str] | None = None) -> Image.Image:
+    """Grouped vertical bars: one group per category, one bar per series (a plain list is one series).
+
+    ``values[series][i]`` belongs to ``categories[i]``; ``None``/NaN leaves a gap. ``y_min``: the
+    axis start (``None``: a round value below the smallest bar, for close values such as PSNRs).
+    ``value_format`` writes each value above its bar (``None``: no labels). Long category names
+    are turned vertical. ``size`` defaults to a width that fits the bars.
+    """
+    table = {"": list(values)} if not isinstance(values, Mapping) else {k: list(v) for k, v in values.items()}
+    for name, row in table.items():
+        if len(row) != len(categories):
+            raise ValueError(f"series '{name}' has {len(row)} values for {len(categories)} categories")
+    names = list(table)
+    colors = {n: (colors or {}).get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)}
+    finite = [float(v) for row in table.values() for v in row if v is not None and math.isfinite(float(v))]
+    n_bars = max(1, len(categories) * len(names))
+    if size is None:
+        size = (max(480, min(1600, 140 + n_bars * 34 + len(categories) * 16)), 480)
+    probe = _Canvas((10, 10), "", "", "")
+    group_w = (size[0] - 200) / max(1, len(categories))
+    label_w = max([probe.text_size(c)[0] for c in categories] or [0])
+    vertical = label_w > group_w - 6
+    bottom_extra = label_w - 10 if vertical else 0
+    if finite:
+        hi = max(finite + ([y_min] if y_min is not None else []))
+        lo = min(finite) if y_min is None else y_min
+        if value_format:
+            hi += 0.06 * ((hi - lo) or abs(hi) or 1.0)  # room for the value labels
+        if y_min is None:
+            span = (hi - lo) or abs(hi) * 0.1 or 1.0
+            lo = lo - 0.25 * span
+        yticks = nice_ticks(min(lo, hi), hi)
+        if y_min is not None:
+            yticks = [t for t in yticks if t >= y_min - 1e-12] or [y_min]
+            if yticks[0] > y_min:
+                yticks.insert(0, y_min)
+    else:
+        yticks = [0.0, 1.0]
+    ystep = (yticks[1] - yticks[0]) if len(yticks) > 1 else 1.0
+    ylabels = [format_tick(v, ystep) for v in yticks]
+    canvas = _Canvas(size, title, xlabel, ylabel, bottom_extra=bottom_extra, left_labels=ylabels)
+    lo_v, hi_v = yticks[0], yticks[-1] if yticks[-1] > yticks[0] else yticks[0] + 1
+
+    def to_y(v: float) -> float:
+        v = min(max(v, lo_v), hi_v)
+        return canvas.bottom - (v - lo_v) / (hi_v - lo_v) * (canvas.bottom - canvas.top)
+
+    canvas.y_axis(yticks, to_y, ylabels)
+    width = canvas.right - canvas.left
+    group = width / max(1, len(categories))
+    bar = group * 0.8 / max(1, len(names))
+    for ci, category in enumerate(categories):
+        gx = canvas.left + ci * group + group * 0.1
+        for si, name in enumerate(names):
+            v = table[name][ci]
+            if v is None or not math.isfinite(float(v)):
+                continue
+            x0, x1 = gx + si * bar + 1, gx + (si + 1) * bar - 1
+            canvas.draw.rectangle([x0, to_y(float(v)), x1, to_y(lo_v)], fill=colors[name])
+            if value_format:
+                text = value_format.format(float(v))
+                w, h = canvas.text_size(text)
+                if w <= bar - 4:
+                    canvas.draw.text(((x0 + x1 - w) / 2, to_y(float(v)) - h - 6), text, fill=TEXT, font=canvas.font)
+        cx = canvas.left + (ci + 0.5) * group
+        if vertical:
+            canvas.paste_rotated(category, cx, canvas.bottom + 6, anchor_top=True)
+        else:
+            w, _ = canvas.text_size(category)
+            canvas.draw.text((cx - w / 2, canvas.bottom + 6), category, fill=TEXT, font=canvas.font)
+    canvas.frame()
+    canvas.legend([n for n in names if n], [colors[n] for n in names if n])
+    return canvas.image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The image encoded as PNG (for embedding, e.g. base64 in an HTML page)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write the image as PNG atomically; an existing file is kept unless ``overwrite``."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(png_bytes(image))
+    return Path(path)

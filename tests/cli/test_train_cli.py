@@ -1,0 +1,78 @@
+"""`sisr train` and `sisr plot` on the command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sisr.cli import main
+from sisr.data.io import write_image
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture()
+def config_file(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(tmp_path / "train" / f"t{i}.png", rng.integers(0, 256, (30, 32, 3), dtype=np.uint8))
+    cfg = {
+        "model": {"name": "edsr-baseline", "scale": 2, "hparams": {"n_resblocks": 1, "n_feats": 4}},
+        "data": {"hr": [str(tmp_path / "train")], "patch_size": 8, "workers": 0, "cache_dir": str(tmp_path / "cache")},
+        "val": {"every": 0},
+        "train": {"iterations": 4, "batch_size": 2, "checkpoint_every": 2, "device": "cpu"},
+        "log": {"every": 2},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_print_config_resolves_recipe_and_overrides(capsys):
+    assert main(["train", "--config", "eacrn", "--print-config", "model.scale=3", "optim.lr=2e-4"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"] == {"name": "eacrn", "scale": 3, "hparams": {}, "init": None}
+    assert cfg["data"]["patch_size"] == 64 and cfg["optim"]["lr"] == 2e-4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train"], "sisr train: error: give --config CONFIG"),
+    (["train", "--config", "nope"], "sisr train: error: no config file or recipe 'nope'; recipes: cran, csnln"),
+    (["train", "--config", "bicubic"], "sisr train: error: model 'bicubic' has no parameters: there is nothing to train"),
+    (["train", "--config", "rcan", "optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'lr'?)"),
+    (["train", "--config", "rcan", "optim.lr"], "override 'optim.lr': expected key=value"),
+    (["plot", "a", "b"], "sisr plot: error: several runs: give --out FOLDER"),
+])
+def test_user_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_resume_and_plot(config_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run), "train.iterations=2"]) == 0
+    assert capsys.readouterr().out.strip() == str(run)
+    assert main(["train", "--resume", "--run-dir", str(run), "train.iterations=4"]) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert (run / "latest.safetensors").is_file() and (run / "plots" / "loss.png").is_file()
+
+    assert main(["plot", str(run)]) == 0  # redraws the run's own plots in place
+    assert capsys.readouterr().out.split() == [str(run / "plots" / "loss.png"), str(run / "plots" / "psnr.png")]
+    out = tmp_path / "cmp"
+    assert main(["plot", str(run), str(run), "--out", str(out)]) == 0
+    assert main(["plot", str(run), "--out", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["plot", str(run), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_help_lists_the_recipes(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "recipes: cran, csnln, defian-l, defian-s, eacrn, edsr, edsr-baseline, rcan" in capsys.readouterr().out

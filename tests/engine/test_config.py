@@ -1,0 +1,159 @@
+"""Training configs: YAML loading, validation with dotted keys, overrides, per-scale settings, recipes."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sisr.engine.config import (
+    Config,
+    from_dict,
+    list_recipes,
+    load_config,
+    parse_override,
+    resume_conflicts,
+)
+from sisr.errors import ConfigError
+from sisr.models import get_info, list_models
+
+MINIMAL = {"model": {"name": "edsr-baseline", "scale": 2}, "data": {"hr": ["imgs"]}}
+
+
+def _write(tmp_path, data, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_every_trainable_registry_model_has_a_valid_recipe():
+    recipes = set(list_recipes())
+    for name in list_models():
+        info = get_info(name)
+        if name == "bicubic":
+            assert name not in recipes
+            continue
+        assert name in recipes, f"no recipe for {name}"
+        for scale in info.scales:
+            cfg = load_config(name, [f"model.scale={scale}"])
+            assert cfg.model.name == name and cfg.model.scale == scale
+            assert cfg.train.batch_size == 16 and cfg.train.loss == "l1"
+            assert cfg.optim.name == "adam" and cfg.optim.betas == [0.9, 0.999] and cfg.optim.eps == 1e-8
+            assert cfg.data.augment and cfg.schedule.gamma == 0.5
+            assert cfg.data.patch_size % scale == 0 or name != "csnln"  # CSNLN needs LR patches divisible by s
+
+
+@pytest.mark.parametrize("name, lr, step, iterations", [
+    ("eacrn", 1e-4, 200_000, None),
+    ("csnln", 1e-4, 150_000, 500_000),
+    ("cran", 1e-4, 200_000, None),
+    ("defian-s", 1e-4, 200_000, 600_000),
+    ("defian-l", 1e-4, 200_000, 600_000),
+    ("edsr", 1e-4, 200_000, None),
+    ("rcan", 1e-4, 200_000, None),
+])
+def test_recipes_follow_the_papers_schedules(name, lr, step, iterations):
+    cfg = load_config(name)
+    assert cfg.optim.lr == lr and cfg.schedule.step == step
+    if iterations is not None:
+        assert cfg.train.iterations == iterations
+    assert cfg.data.iterations_per_epoch == 1000
+
+
+def test_eacrn_per_scale_patch_keeps_hr_patch_192_and_overrides_win():
+    for scale in (2, 3, 4):
+        assert load_config("eacrn", [f"model.scale={scale}"]).data.patch_size * scale == 192
+    assert load_config("eacrn", ["model.scale=4", "data.patch_size=32"]).data.patch_size == 32
+
+
+def test_bicubic_has_nothing_to_train():
+    with pytest.raises(ConfigError, match="bicubic.*nothing to train"):
+        load_config("bicubic")
+    with pytest.raises(ConfigError, match="nothing to train"):
+        from_dict({"model": {"name": "bicubic", "scale": 2}, "data": {"hr": ["x"]}})
+
+
+def test_unknown_keys_name_the_dotted_path(tmp_path):
+    path = _write(tmp_path, {**MINIMAL, "optim": {"lrr": 1e-4}})
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key 'optim\.lrr' \(did you mean 'lr'\?\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        from_dict({**MINIMAL, "trian": {}})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.iterations=many", "train.iterations: expected an integer, got str 'many'"),
+    ("train.iterations=2.5", "train.iterations: expected an integer"),
+    ("data.augment=1", "data.augment: expected true or false"),
+    ("optim.lr=fast", "optim.lr: expected a number"),
+    ("optim.betas=0.9", "optim.betas: expected a list"),
+    ("optim.betas=[0.9, x]", r"optim.betas\[1\]: expected a number"),
+    ("train.precision=fp8", "train.precision: expected one of fp32, bf16, fp16"),
+    ("data.degradation=XX", "data.degradation: expected one of BI, BD, DN"),
+    ("model=3", "model: expected a mapping"),
+    ("train.batch_size=0", "train.batch_size: must be at least 1"),
+    ("schedule.gamma=2", r"schedule.gamma: must be in \(0, 1\]"),
+    ("train.ema=1.5", r"train.ema: decay must be in \(0, 1\)"),
+    ("model.scale=5", "supports scales"),
+    ("model.hparams={width: 3}", "no hyper-parameter 'width'"),
+    ("schedule.milestones=[10, 5]", "schedule: give either step or milestones|milestones: must be increasing"),
+])
+def test_wrong_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(MINIMAL, [override])
+
+
+def test_precision_must_be_supported_by_the_model():
+    cfg = load_config("defian-s", ["train.precision=fp16"])
+    assert cfg.train.precision == "fp16"
+    with pytest.raises(ConfigError, match="train.precision: 'csnln' supports fp32, bf16, not fp16"):
+        load_config("csnln", ["train.precision=fp16"])
+
+
+def test_overrides_are_yaml_scalars_and_create_sections():
+    cfg = load_config(MINIMAL, ["optim.lr=2e-4", "train.ema=0.999", "data.hr=[a, b]", "val.tile=null",
+                                "model.hparams={n_feats: 8}", "schedule.step=null", "schedule.milestones=[10, 20]",
+                                "schedule.gamma=0.1", "train.iterations=2e5"])
+    assert cfg.optim.lr == 2e-4 and cfg.train.ema == 0.999
+    assert cfg.data.hr == ["a", "b"] and cfg.val.tile is None
+    assert cfg.model.hparams == {"n_feats": 8}
+    assert cfg.schedule.milestones == [10, 20] and cfg.train.iterations == 200_000
+    assert parse_override("a.b=") == ("a.b", None)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("optim.lr")
+
+
+def test_string_hr_becomes_a_list_and_floats_written_1e_minus_4_are_numbers(tmp_path):
+    path = _write(tmp_path, "model: {name: edsr-baseline, scale: 3}\ndata: {hr: imgs}\noptim: {lr: 1e-4}\n")
+    cfg = load_config(path)
+    assert cfg.data.hr == ["imgs"] and cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)
+
+
+def test_yaml_errors_and_missing_files(tmp_path):
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(_write(tmp_path, "model: [unclosed\n"))
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_config(_write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="no config file or recipe 'nope'; recipes: cran"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="model.name: missing"):
+        from_dict({"data": {"hr": ["x"]}})
+    with pytest.raises(ConfigError, match="data.hr: no training images"):
+        from_dict({"model": {"name": "edsr", "scale": 2}})
+
+
+def test_round_trip_through_saved_yaml(tmp_path):
+    cfg = load_config("rcan", ["model.scale=4", "train.ema=0.999"])
+    path = _write(tmp_path, cfg.to_yaml(), "saved.yaml")
+    again = load_config(path)
+    assert again.to_dict() == {**cfg.to_dict(), "source": cfg.source}
+    assert isinstance(again, Config)
+
+
+def test_resume_conflicts_ignore_safe_keys():
+    a = load_config(MINIMAL).to_dict()
+    b = load_config(MINIMAL, ["train.iterations=5", "data.workers=0", "val.every=7", "log.every=3"]).to_dict()
+    assert resume_conflicts(a, b) == []
+    c = load_config(MINIMAL, ["optim.lr=3e-4", "model.hparams={n_feats: 8}"]).to_dict()
+    assert resume_conflicts(a, c) == ["model.hparams", "optim.lr"]

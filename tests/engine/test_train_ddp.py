@@ -1,0 +1,84 @@
+"""DistributedDataParallel: two CPU processes (gloo) launched by torch.distributed.run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import sisr
+from sisr.data.io import write_image
+from sisr.weights import load_weights
+
+WORKER = """
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from sisr.engine.config import load_config
+from sisr.engine.train import Trainer
+
+cfg, run = load_config(sys.argv[1]), Path(sys.argv[2])
+trainer = Trainer(cfg, run)  # creates the gloo process group from torchrun's environment
+rank, world = trainer.rank, trainer.world_size
+trainer.fit()
+torch.save({"rank": rank, "world": world, "weights": trainer.net.state_dict()}, run.parent / f"rank{rank}.pt")
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # as torchrun sets OMP_NUM_THREADS=1 for its workers
+    yield
+
+
+def test_two_process_ddp_matches_a_single_process_run(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_image(tmp_path / "train" / f"t{i}.png", rng.integers(0, 256, (36, 40, 3), dtype=np.uint8))
+    cfg = {
+        "model": {"name": "edsr-baseline", "scale": 2, "hparams": {"n_resblocks": 1, "n_feats": 8}},
+        "data": {"hr": [str(tmp_path / "train")], "patch_size": 8, "workers": 0, "cache_dir": str(tmp_path / "cache")},
+        "val": {"every": 0},
+        "optim": {"lr": 1e-3},
+        "train": {"iterations": 8, "batch_size": 8, "checkpoint_every": 4, "device": "cpu"},
+        "log": {"every": 2},
+    }
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), str(cfg_path), str(tmp_path / "ddp" / "run")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
+    for key, value in ranks[0]["weights"].items():
+        assert torch.equal(value, ranks[1]["weights"][key]), f"ranks disagree on {key}"
+    saved, _ = load_weights(tmp_path / "ddp" / "run" / "latest.safetensors")  # written by rank 0 only
+    for key, value in saved.items():
+        assert torch.equal(value, ranks[0]["weights"][key])
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["type"] == "train"] == [2, 4, 6, 8]  # one process logs
+
+    # each process saw half of every global batch of 8: together they trained as one process does
+    from sisr.engine.train import train
+
+    single = train(cfg, run_dir=tmp_path / "single")
+    reference, _ = load_weights(single / "latest.safetensors")
+    for key, value in reference.items():
+        torch.testing.assert_close(ranks[0]["weights"][key], value, rtol=0, atol=1e-5, msg=key)
+    torch.manual_seed(1)  # the run's seed: its initial weights
+    initial = sisr.create_model("edsr-baseline", scale=2, n_resblocks=1, n_feats=8).state_dict()
+    assert max(float((reference[k] - initial[k]).abs().max()) for k in reference) > 1e-3  # it did train
