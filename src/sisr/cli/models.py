@@ -12,12 +12,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import model_infos
+    from ..weights.pretrained import available_pretrained
 
+    shipped: dict[str, list[int]] = {}
+    for name, scale, _ in available_pretrained():
+        shipped.setdefault(name, []).append(scale)
     rows = []
     for info in model_infos():
         rows.append({
             "name": info.name,
             "scales": list(info.scales),
+            "pretrained": shipped.get(info.name, []),
             "tiling": info.tiling,
             "precisions": list(info.precisions),
             "code": info.code or "built from the paper",
@@ -26,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("name", "scales", "tiling", "precisions", "title")
-    table = [header] + [(r["name"], ",".join(map(str, r["scales"])), r["tiling"], ",".join(r["precisions"]),
-                         r["title"]) for r in rows]
+    header = ("name", "scales", "pretrained", "tiling", "precisions", "title")
+    table = [header] + [(r["name"], ",".join(map(str, r["scales"])), ",".join(map(str, r["pretrained"])) or "-",
+                         r["tiling"], ",".join(r["precisions"]), r["title"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
