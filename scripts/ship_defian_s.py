@@ -1,0 +1,110 @@
+"""Train, evaluate and package the DeFiAN-S weights sisr ships (x2, then x3/x4 fine-tuned from x2).
+
+The whole pipeline of the trained-weights issue in one command:
+
+1. ``sisr.train`` defian-s x2 from scratch on every training set under DATA (T91, BSD200,
+   General100; never a test set), then x3 and x4 initialised from the x2 body (``model.init``,
+   as the EDSR authors do).
+2. ``sisr.engine.evaluate`` each scale on Set5, Set14, B100 (paper protocol), with and
+   without self-ensemble.
+3. ``package_pretrained``: float16 copies with the training data, iterations, device, metrics and
+   this command in their metadata, into ``--dest`` (the package's ``src/sisr/pretrained`` for a
+   real run; anywhere else for a trial).
+4. ``results.json`` and ``results.md`` (the table) in ``--out``.
+
+GPU run (the plan for ~45 device-minutes; adjust the iterations to the measured it/s):
+
+    PYTHONPATH=src python scripts/ship_defian_s.py --device cuda --iterations-x2 40000 \\
+        --iterations-finetune 10000 --out runs/ship --dest src/sisr/pretrained
+
+CPU trial of the pipeline (minutes, weights far from trained):
+
+    python scripts/ship_defian_s.py --device cpu --iterations-x2 20 --iterations-finetune 10 \\
+        --batch-size 4 --sets Set5 --out /tmp/ship --dest /tmp/ship/pretrained
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sisr.engine.evaluate import evaluate, save_results
+from sisr.engine.train import train
+from sisr.utils.device import resolve_device
+from sisr.utils.fs import atomic_write_text
+from sisr.weights.pretrained import package_pretrained
+
+TRAINING_SETS = ("T91", "BSD200", "General100")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"),
+                   help="folder with the training sets and Set5/Set14/B100 (default ../shared/datasets)")
+    p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--iterations-x2", type=int, default=40000)
+    p.add_argument("--iterations-finetune", type=int, default=10000, help="x3/x4 iterations from the x2 weights")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="runs/ship", help="run directories and result tables")
+    p.add_argument("--dest", required=True, help="where the packaged weights go (src/sisr/pretrained to ship)")
+    p.add_argument("--overwrite", action="store_true", help="replace packaged weights already in --dest")
+    args = p.parse_args()
+
+    data, out = Path(args.data), Path(args.out)
+    device = resolve_device(args.device)
+    hr = [str(data / s / "HR") for s in TRAINING_SETS if (data / s / "HR").is_dir()]
+    if not hr:
+        raise SystemExit(f"{data}: none of {', '.join(TRAINING_SETS)} found")
+    command = shlex.join([sys.executable, *sys.argv])
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    results: dict = {"command": command, "device": device_name, "training_data": hr, "scales": {}}
+    for scale in args.scales:
+        first = scale == args.scales[0]
+        iterations = args.iterations_x2 if first else args.iterations_finetune
+        overrides = [f"model.scale={scale}", f"data.hr=[{', '.join(hr)}]", f"val.root={data}",
+                     f"train.iterations={iterations}", f"train.batch_size={args.batch_size}",
+                     f"schedule.step={max(iterations // 2, 1)}", f"val.every={max(iterations // 10, 1)}",
+                     f"train.checkpoint_every={max(iterations // 20, 1)}", f"train.device={device}"]
+        if not first:
+            overrides.append(f"model.init={out / f'defian-s-x{args.scales[0]}' / 'best.safetensors'}")
+        start = time.perf_counter()
+        run_dir = train("defian-s", overrides, run_dir=out / f"defian-s-x{scale}")
+        seconds = time.perf_counter() - start
+        best = run_dir / "best.safetensors"
+        metrics = {}
+        for ensemble in (False, True):
+            res = evaluate(best, data_root=data, datasets=args.sets, scales=[scale], self_ensemble=ensemble,
+                           device=device, progress=False)
+            save_results(res, out / f"eval-x{scale}{'-plus' if ensemble else ''}", overwrite=True)
+            for s in res.sets:
+                metrics.setdefault(s.dataset + ("+" if ensemble else ""), {"psnr_y": s.psnr_y, "ssim_y": s.ssim_y})
+        training = {"data": hr, "iterations": iterations, "batch_size": args.batch_size, "device": device_name,
+                    "seconds": round(seconds, 1), "overrides": overrides,
+                    "init": None if first else f"defian-s x{args.scales[0]} (this pipeline)"}
+        packaged = package_pretrained(best, dest_dir=args.dest, overwrite=args.overwrite,
+                                      metadata={"training": training, "metrics": metrics, "command": command})
+        results["scales"][scale] = {"training": training, "metrics": metrics, "weights": str(packaged)}
+        print(f"x{scale}: {iterations} iterations in {seconds:.0f} s; " +
+              ", ".join(f"{k} {v['psnr_y']:.2f} dB" for k, v in metrics.items()) + f"; packaged {packaged}")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n", overwrite=True)
+    lines = ["| scale | " + " | ".join(args.sets + [f"{s}+" for s in args.sets]) + " |",
+             "|---" * (1 + 2 * len(args.sets)) + "|"]
+    for scale, r in results["scales"].items():
+        cells = [f"{r['metrics'][k]['psnr_y']:.2f}/{r['metrics'][k]['ssim_y']:.4f}"
+                 for k in args.sets + [f"{s}+" for s in args.sets]]
+        lines.append(f"| x{scale} | " + " | ".join(cells) + " |")
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n", overwrite=True)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Shipped weights: packaging, and every shipped file loads and beats bicubic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sisr.data.io import read_image
+from sisr.data.resize import imresize
+from sisr.engine.inference import upscale_array
+from sisr.engine.loading import load_model
+from sisr.errors import WeightsError
+from sisr.metrics import psnr
+from sisr.models import create_model, get_info
+from sisr.weights import read_metadata, save_weights
+from sisr.weights.pretrained import available_pretrained, package_pretrained
+
+
+def _trained_file(tmp_path):
+    torch.manual_seed(0)
+    net = create_model("edsr-baseline", scale=2, **get_info("edsr-baseline").tiny)
+    return save_weights(net, tmp_path / "best.safetensors", model="edsr-baseline", scale=2,
+                        hparams=dict(get_info("edsr-baseline").tiny), metadata={"training": {"iterations": 5}})
+
+
+def test_package_in_float16_keeps_metadata_and_output(tmp_path):
+    src = _trained_file(tmp_path)
+    out = package_pretrained(src, metadata={"metrics": {"Set5": {"psnr": 1.0}}, "training": {"data": ["T91"]}},
+                             dest_dir=tmp_path / "pre")
+    assert out.name == "edsr-baseline_x2.safetensors"
+    meta = read_metadata(out)
+    assert meta["training"] == {"iterations": 5, "data": ["T91"]} and meta["metrics"]["Set5"]["psnr"] == 1.0
+    assert meta["storage"]["dtype"] == "float16" and meta["storage"]["max_output_change_vs_fp32"] <= 1 / 255
+    a, b = load_model(src), load_model(out)
+    assert next(b.parameters()).dtype == torch.float32  # cast back on load
+    x = torch.rand(1, 3, 20, 24)
+    with torch.inference_mode():
+        assert (a(x) - b(x)).abs().max() <= 1 / 255
+    with pytest.raises(FileExistsError):
+        package_pretrained(src, dest_dir=tmp_path / "pre")
+
+
+def test_package_refuses_float16_that_changes_the_output(tmp_path):
+    src = _trained_file(tmp_path)
+    with pytest.raises(WeightsError, match="float16 storage changes the output"):
+        package_pretrained(src, dest_dir=tmp_path / "pre", tolerance=0.0)
+    assert not (tmp_path / "pre" / "edsr-baseline_x2.safetensors").exists()
+
+
+SHIPPED = available_pretrained()
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no pretrained weights are shipped yet (they need a GPU training run)")
+@pytest.mark.parametrize("name,scale,path", SHIPPED, ids=[f"{n}-x{s}" for n, s, _ in SHIPPED] or None)
+def test_shipped_weights_load_and_beat_bicubic(name, scale, path, datasets_root):
+    meta = read_metadata(path)
+    for key in ("training", "metrics", "command"):
+        assert key in meta, f"{path.name}: metadata lacks '{key}'"
+    net = load_model(name, scale)
+    hr = read_image(datasets_root / "Set5" / "HR" / "butterfly.png")
+    hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
+    lr = imresize(hr, 1 / scale)
+    gain = psnr(upscale_array(lr, net), hr, shave=scale) - psnr(np.asarray(imresize(lr, scale)), hr, shave=scale)
+    assert gain > 1.0, f"{name} x{scale}: only {gain:.2f} dB over bicubic on butterfly"
