@@ -70,14 +70,14 @@ def format_tick(value: float, step: float) -> str:
 
 class _Canvas:
     def __init__(self, size: tuple[int, int], title: str, xlabel: str, ylabel: str, bottom_extra: int = 0,
-                 left_labels: Sequence[str] = ()):
+                 left_labels: Sequence[str] = (), right_extra: int = 0):
         self.image = Image.new("RGB", size, BACKGROUND)
         self.draw = ImageDraw.Draw(self.image)
         self.font, self.title_font = font(13), font(16)
         tick_w = max([self.text_size(t)[0] for t in left_labels] or [0])
         self.left = 16 + (22 if ylabel else 0) + tick_w + 8
         self.top = 14 + (self.text_size(title, self.title_font)[1] + 12 if title else 0)
-        self.right = size[0] - 20
+        self.right = size[0] - 20 - right_extra
         self.bottom = size[1] - 14 - (22 if xlabel else 0) - 20 - bottom_extra
         if title:
             w, _ = self.text_size(title, self.title_font)
@@ -111,12 +111,16 @@ class _Canvas:
     def frame(self) -> None:
         self.draw.line([(self.left, self.top), (self.left, self.bottom), (self.right, self.bottom)], fill=AXIS, width=1)
 
-    def legend(self, names: Sequence[str], colors: Sequence[str]) -> None:
+    def legend_width(self, names: Sequence[str]) -> int:
+        return max(self.text_size(n)[0] for n in names) + 34 if len(names) >= 2 else 0
+
+    def legend(self, names: Sequence[str], colors: Sequence[str], outside: bool = False) -> None:
+        """Legend box in the top-right corner of the plot, or right of it (``outside``, space reserved)."""
         if len(names) < 2:
             return
-        width = max(self.text_size(n)[0] for n in names) + 34
+        width = self.legend_width(names)
         line_h = self.text_size("Ag")[1] + 8
-        x0, y0 = self.right - width - 8, self.top + 8
+        x0, y0 = (self.right + 12 if outside else self.right - width - 8), self.top + 8
         self.draw.rectangle([x0, y0, x0 + width, y0 + line_h * len(names) + 6], fill=BACKGROUND, outline=GRID)
         for i, (name, color) in enumerate(zip(names, colors)):
             y = y0 + 6 + i * line_h + line_h / 2 - 3
@@ -203,9 +207,11 @@ def bar_chart(categories: Sequence[str], values: Mapping[str, Sequence[float | N
     colors = {n: (colors or {}).get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)}
     finite = [float(v) for row in table.values() for v in row if v is not None and math.isfinite(float(v))]
     n_bars = max(1, len(categories) * len(names))
-    if size is None:
-        size = (max(480, min(1600, 140 + n_bars * 34 + len(categories) * 16)), 480)
     probe = _Canvas((10, 10), "", "", "")
+    legend_names = [n for n in names if n]
+    legend_w = probe.legend_width(legend_names)
+    if size is None:
+        size = (max(480, min(1600, 140 + n_bars * 34 + len(categories) * 16)) + legend_w, 480)
     group_w = (size[0] - 200) / max(1, len(categories))
     label_w = max([probe.text_size(c)[0] for c in categories] or [0])
     vertical = label_w > group_w - 6
@@ -227,7 +233,8 @@ def bar_chart(categories: Sequence[str], values: Mapping[str, Sequence[float | N
         yticks = [0.0, 1.0]
     ystep = (yticks[1] - yticks[0]) if len(yticks) > 1 else 1.0
     ylabels = [format_tick(v, ystep) for v in yticks]
-    canvas = _Canvas(size, title, xlabel, ylabel, bottom_extra=bottom_extra, left_labels=ylabels)
+    canvas = _Canvas(size, title, xlabel, ylabel, bottom_extra=bottom_extra, left_labels=ylabels,
+                     right_extra=legend_w + 12 if legend_w else 0)  # the legend never covers a bar
     lo_v, hi_v = yticks[0], yticks[-1] if yticks[-1] > yticks[0] else yticks[0] + 1
 
     def to_y(v: float) -> float:
@@ -258,7 +265,7 @@ def bar_chart(categories: Sequence[str], values: Mapping[str, Sequence[float | N
             w, _ = canvas.text_size(category)
             canvas.draw.text((cx - w / 2, canvas.bottom + 6), category, fill=TEXT, font=canvas.font)
     canvas.frame()
-    canvas.legend([n for n in names if n], [colors[n] for n in names if n])
+    canvas.legend(legend_names, [colors[n] for n in legend_names], outside=True)
     return canvas.image
 
 
