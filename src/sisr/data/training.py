@@ -340,5 +340,6 @@ def make_loader(dataset: PatchDataset, start: int, stop: int, batch_size: int, *
                 world_size: int = 1, workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Batches of iterations ``start+1 .. stop`` for this process (``batch_size`` is global)."""
     sampler = IterationSampler(start, stop, batch_size, rank, world_size)
+    workers = min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     return DataLoader(dataset, batch_size=sampler.per_rank, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=False, prefetch_factor=4 if workers else None)
