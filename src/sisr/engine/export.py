@@ -44,27 +44,6 @@ CHECK_SHAPES = ((2, 3, 17, 13), (1, 3, 9, 30))  # verification inputs: other siz
 DEFAULT_TOLERANCE = 1e-4  # max |ONNX - PyTorch| on outputs in [0, 1]
 INSTALL_HINT = "pip install 'sisr[onnx]'"
 
-# Registry models that cannot be exported with a dynamic input size, and why (checked with the
-# tiny configurations: tests/engine/test_export.py). To move to ModelInfo once it has a field.
-ONNX_UNSUPPORTED: dict[str, str] = {
-    "bicubic": "its interpolation matrices are computed with NumPy from the input size at run time; "
-               "a graph can only hold them as constants for the trace size",
-    "cran": "each CRAC convolution applies per-sample kernels as one grouped convolution with a group per "
-            "sample (ONNX Conv needs a constant group count, so the batch cannot be dynamic) and pools the "
-            "features to k x k with adaptive average pooling, which the exporter only gets right at the "
-            "trace size",
-    "csnln": "its cross-scale attention runs in blocks whose number and size depend on the input size "
-             "(the 'reference' path correlates with kernels cut from the input instead) and it pads the "
-             "input to a multiple of the scale with size-dependent control flow; torch.onnx either fails "
-             "or fixes the input size",
-}
-
-# Limits of models that do export (shown by `sisr export`).
-ONNX_NOTES: dict[str, str] = {
-    "defian-s": "a 1-pixel input gives NaN in the ONNX graph (PyTorch takes the variance of one pixel as 0)",
-    "defian-l": "a 1-pixel input gives NaN in the ONNX graph (PyTorch takes the variance of one pixel as 0)",
-}
-
 
 class ExportError(SisrError):
     """A model cannot be exported, or the exported graph does not reproduce it."""
@@ -85,12 +64,22 @@ class OnnxExport:
 
 def onnx_unsupported_reason(name: str) -> str | None:
     """Why registry model ``name`` cannot be exported to ONNX, or None if it can."""
-    return ONNX_UNSUPPORTED.get(str(name).lower())
+    from ..models import get_info
+
+    return get_info(name).onnx_unsupported if str(name).lower() in _names() else None
 
 
 def onnx_notes(name: str) -> str:
     """Known limits of the exported graph of registry model ``name`` ('' if none)."""
-    return ONNX_NOTES.get(str(name).lower(), "")
+    from ..models import get_info
+
+    return get_info(name).onnx_notes if str(name).lower() in _names() else ""
+
+
+def _names() -> set[str]:
+    from ..models import list_models
+
+    return set(list_models())
 
 
 def _import(name: str):
@@ -213,7 +202,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int |
 
     ``opset``: the ONNX opset (default: torch.onnx's). ``verify``: None checks the graph with
     onnxruntime when it is installed (warns otherwise), True requires onnxruntime, False skips
-    the numerical check. ``allow_unsupported`` tries models declared in ``ONNX_UNSUPPORTED``
+    the numerical check. ``allow_unsupported`` tries models whose ``ModelInfo.onnx_unsupported`` is set
     anyway (the result is still checked). The network is exported in eval mode, in float32,
     on its device; its training mode is restored afterwards. Nothing is written unless every
     check passes; an existing ``path`` is an error unless ``overwrite``.

@@ -50,6 +50,8 @@ def build_bicubic(scale: int, border: str = "symmetric") -> Bicubic:
 MODELS = [
     ModelInfo(
         name="bicubic",
+        onnx_unsupported=('its interpolation matrices are computed with NumPy from the input size at run time; a '
+            'graph can only hold them as constants for the trace size'),
         title="Bicubic interpolation (MATLAB imresize, float path)",
         paper="Keys, Cubic convolution interpolation for digital image processing, IEEE TASSP 1981",
         build=build_bicubic,

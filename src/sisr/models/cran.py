@@ -228,6 +228,10 @@ def build_cran(scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats
 MODELS = [
     ModelInfo(
         name="cran",
+        onnx_unsupported=('each CRAC convolution applies per-sample kernels as one grouped convolution with a group'
+            ' per sample (ONNX Conv needs a constant group count, so the batch cannot be dynamic) and'
+            ' pools the features to k x k with adaptive average pooling, which the exporter only gets'
+            ' right at the trace size'),
         title="CRAN (10 groups x (19 RB + 1 CRAB), 64 channels)",
         paper="Zhang, Wei, Qin, Wang, Pfister, Fu, Context Reasoning Attention Network for Image "
               "Super-Resolution, ICCV 2021",

@@ -379,6 +379,10 @@ def _official(sd: Mapping[str, torch.Tensor]) -> dict | None:
 MODELS = [
     ModelInfo(
         name="csnln",
+        onnx_unsupported=('its cross-scale attention runs in blocks whose number and size depend on the input size '
+            "(the 'reference' path correlates with kernels cut from the input instead) and it pads "
+            'the input to a multiple of the scale with size-dependent control flow; torch.onnx either'
+            ' fails or fixes the input size'),
         title="CSNLN (cross-scale non-local attention, 12 recurrent SEM steps, 128 channels)",
         paper="Mei et al., Image Super-Resolution with Cross-Scale Non-Local Attention and Exhaustive "
               "Self-Exemplars Mining, CVPR 2020",

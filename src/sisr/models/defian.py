@@ -300,6 +300,7 @@ _NOTES = ("MSHF Hessian filters frozen by default (freeze_hessian=False trains t
 MODELS = [
     ModelInfo(
         name="defian-s",
+        onnx_notes='a 1-pixel input gives NaN in the ONNX graph (PyTorch takes the variance of one pixel as 0)',
         title="DeFiAN_S (C32, M10 RCABs x N5 DeFiAMs)",
         paper=_PAPER,
         build=build_defian,
@@ -317,6 +318,7 @@ MODELS = [
     ),
     ModelInfo(
         name="defian-l",
+        onnx_notes='a 1-pixel input gives NaN in the ONNX graph (PyTorch takes the variance of one pixel as 0)',
         title="DeFiAN_L (C64, M20 RCABs x N10 DeFiAMs)",
         paper=_PAPER,
         build=build_defian,

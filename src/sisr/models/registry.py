@@ -63,6 +63,8 @@ class ModelInfo:
     from_official: Callable[[Mapping[str, torch.Tensor]], dict | None] | None = None
     official_convention: str = ""
     notes: str = ""
+    onnx_unsupported: str | None = None  # why ONNX export cannot reproduce the model (None: it can)
+    onnx_notes: str = ""  # known limits of the exported graph
 
     def hparams(self, scale: int, **overrides: Any) -> dict[str, Any]:
         """Resolved constructor arguments (defaults, then per-scale, then overrides)."""
