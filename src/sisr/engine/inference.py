@@ -26,8 +26,8 @@ clamped to [0, 1], under ``torch.inference_mode``. Options:
   ``forward_x8``); each pass is tiled or chopped when asked.
 * ``precision``: ``fp32``, ``bf16`` or ``fp16`` through autocast (weights stay
   fp32), only where the model's ``ModelInfo.precisions`` lists it.
-* ``channels_last`` / ``compile``: the optimised path (outputs match fp32
-  eager within 2/255; see docs/usage.md).
+* ``channels_last`` / ``compile``: the optimised path (tested to match fp32
+  eager within 2/255 on tiny models; see docs/performance.md).
 
 ``upscale(image, ...)`` does the same for numpy images and paths, keeping the
 image's form (gray, alpha, 8/16 bit).
