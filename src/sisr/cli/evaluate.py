@@ -8,7 +8,8 @@ Prints a table (rows = sets, columns = scales, cells ``PSNR/SSIM`` on Y) and wri
 from __future__ import annotations
 
 import argparse
-import shlex
+
+from .arguments import command_line, tile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scales (default: 2 3 4 for a model name, the file's scale for a weights file)")
     parser.add_argument("--self-ensemble", action="store_true", help="mean of the 8 flips/transposes (the '+' models)")
     parser.add_argument("--chop", action="store_true", help="EDSR-style 4-quadrant chop (the authors' test protocol)")
-    parser.add_argument("--tile", type=_tile, metavar="N|auto", help="run in overlapping tiles of N LR pixels")
+    parser.add_argument("--tile", type=tile, metavar="N|auto", help="run in overlapping tiles of N LR pixels")
     parser.add_argument("--tile-overlap", type=int, metavar="P", help="tile overlap in LR pixels")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
@@ -43,18 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace result files in an existing OUT_DIR")
 
 
-def _tile(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"tile must be >= 1, got {value}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate, save_results
 
@@ -64,26 +53,10 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, lr_source=args.lr_source, degradation=args.degradation, border=args.border,
         check_border=not args.no_border_check, gray_images=args.gray_images, shave=args.shave, device=args.device,
     )
-    results.protocol["command"] = command_line(args)
+    results.protocol["command"] = command_line("eval", args)
     out_dir = save_results(results, args.output, overwrite=args.overwrite)
     print(results.table())
     for key, text in results.protocol["lr"].items():
         print(f"LR {key}: {text}")
     print(f"results written to {out_dir}/ (results.json, per_image.csv, table.md)")
     return 0
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The ``sisr eval`` command equivalent to ``args`` (every option given or defaulted)."""
-    parts = ["sisr", "eval"]
-    for key, value in vars(args).items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            parts.append(flag)
-        elif isinstance(value, list):
-            parts += [flag, *map(str, value)]
-        else:
-            parts += [flag, str(value)]
-    return shlex.join(parts)

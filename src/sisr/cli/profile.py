@@ -8,7 +8,8 @@ each figure is and how it is measured.
 from __future__ import annotations
 
 import argparse
-import shlex
+
+from .arguments import command_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,19 +41,8 @@ def run(args: argparse.Namespace) -> int:
         args.models, args.scale, parse_hw(args.input), args.device, runs=args.runs, warmup=args.warmup,
         tiny=args.tiny, isolate=not args.in_process, threads=args.threads,
     )
-    result.settings["command"] = command_line(args)
+    result.settings["command"] = command_line("profile", args)
     out_dir = save_profile(result, args.output, overwrite=args.overwrite)
     print(result.markdown(), end="")
     print(f"\nwritten to {out_dir}/ (profile.json, profile.md)")
     return 0
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The ``sisr profile`` command equivalent to ``args`` (every option given or defaulted)."""
-    parts = ["sisr", "profile"]
-    for key, value in vars(args).items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        parts += [flag] if value is True else [flag, str(value)]
-    return shlex.join(parts)

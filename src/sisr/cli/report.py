@@ -8,7 +8,8 @@ per crop; bicubic always included) plus the PNGs it links to and ``metrics.json`
 from __future__ import annotations
 
 import argparse
-import shlex
+
+from .arguments import command_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,26 +66,7 @@ def run(args: argparse.Namespace) -> int:
         args.models, args.datasets, args.scale, args.output, data_root=args.data_root,
         weights=_weights(args.weights, args.models), crop_size=args.crop_size,
         crops_per_image=args.crops_per_image, zoom=args.zoom, device=args.device, overwrite=args.overwrite,
-        command=command_line(args),
+        command=command_line("report", args, comma=("models", "datasets"), repeat=("weights",)),
     )
     print(f"report written to {index}")
     return 0
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The ``sisr report`` command equivalent to ``args`` (every option given or defaulted)."""
-    parts = ["sisr", "report"]
-    for key, value in vars(args).items():
-        if value is None or value is False or value == []:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            parts.append(flag)
-        elif key in ("models", "datasets"):
-            parts += [flag, ",".join(value)]
-        elif isinstance(value, list):
-            for v in value:
-                parts += [flag, str(v)]
-        else:
-            parts += [flag, str(value)]
-    return shlex.join(parts)

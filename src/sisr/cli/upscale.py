@@ -16,18 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, SisrError
-
-
-def _tile(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of LR pixels or 'auto', got '{value}'") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"tile must be >= 1, got {n}")
-    return n
+from .arguments import tile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, metavar="S", help="upscaling factor (default: the weights' scale, else 2)")
     parser.add_argument("--weights", metavar="FILE",
                         help="sisr .safetensors or an official .pt/.pth checkpoint (architecture recognised)")
-    parser.add_argument("--tile", type=_tile, metavar="N|auto",
+    parser.add_argument("--tile", type=tile, metavar="N|auto",
                         help="process in overlapping N x N LR tiles, or 'auto' to fit the free memory")
     parser.add_argument("--tile-overlap", type=int, metavar="P", help="tile overlap in LR pixels (default 32)")
     parser.add_argument("--chop", action="store_true", help="the authors' forward_chop (reproduces their protocol)")

@@ -55,6 +55,22 @@ class Upsampler(nn.Sequential):
         super().__init__(*layers)
 
 
+class GlobalResidualSR(nn.Module):
+    """The EDSR skeleton shared by EDSR, RCAN, CRAN and EACRN.
+
+    ``x * rgb_range -> sub_mean -> head -> h + body(h) -> tail -> add_mean -> / rgb_range``;
+    subclasses create ``rgb_range``, ``sub_mean``, ``head``, ``body``, ``tail``, ``add_mean``
+    (module names as in the authors' code).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.sub_mean(x * self.rgb_range)
+        x = self.head(x)
+        x = x + self.body(x)
+        x = self.add_mean(self.tail(x))
+        return x / self.rgb_range
+
+
 class ChannelAttention(nn.Module):
     """RCAN channel attention: global average pool, 1x1 bottleneck, sigmoid gate."""
 

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from .common import MeanShift, ResBlock, Upsampler, default_conv
+from .common import GlobalResidualSR, MeanShift, ResBlock, Upsampler, default_conv
 from .registry import TILING_GLOBAL_STATS, ModelInfo
 
 
@@ -189,7 +189,7 @@ class ResidualGroup(nn.Module):
         return x + self.body(x)
 
 
-class CRAN(nn.Module):
+class CRAN(GlobalResidualSR):
     def __init__(self, scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
                  n_descriptors: int = 5, ci_groups: int = 16, group_conv: bool = False,
                  rgb_range: float = 255.0, n_colors: int = 3):
@@ -204,13 +204,6 @@ class CRAN(nn.Module):
         )
         self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
         self.add_mean = MeanShift(rgb_range, sign=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.sub_mean(x * self.rgb_range)
-        x = self.head(x)
-        x = x + self.body(x)
-        x = self.add_mean(self.tail(x))
-        return x / self.rgb_range
 
 
 def build_cran(scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64, n_descriptors: int = 5,

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from .common import MeanShift, Upsampler, default_conv
+from .common import GlobalResidualSR, MeanShift, Upsampler, default_conv
 from .registry import TILING_GLOBAL_STATS, ModelInfo
 
 
@@ -168,7 +168,7 @@ class CrossResidualGroup(nn.Module):
         return self.ema(self.fuse(torch.cat([first1 + path2, first2 + path1], dim=1)))
 
 
-class EACRN(nn.Module):
+class EACRN(GlobalResidualSR):
     def __init__(self, scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int = 64,
                  em_bases: int = 64, em_stages: int = 3, em_momentum: float = 0.9,
                  rgb_range: float = 255.0, n_colors: int = 3):
@@ -183,13 +183,6 @@ class EACRN(nn.Module):
         )
         self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
         self.add_mean = MeanShift(rgb_range, sign=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.sub_mean(x * self.rgb_range)
-        x = self.head(x)
-        x = x + self.body(x)
-        x = self.add_mean(self.tail(x))
-        return x / self.rgb_range
 
 
 def build_eacrn(scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int = 64, em_bases: int = 64,

@@ -22,11 +22,11 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .common import MeanShift, ResBlock, Upsampler, count_indexed, default_conv
+from .common import GlobalResidualSR, MeanShift, ResBlock, Upsampler, count_indexed, default_conv
 from .registry import TILING_LOCAL, ModelInfo
 
 
-class EDSR(nn.Module):
+class EDSR(GlobalResidualSR):
     def __init__(self, scale: int, n_resblocks: int = 16, n_feats: int = 64, res_scale: float = 1.0,
                  rgb_range: float = 255.0, n_colors: int = 3):
         super().__init__()
@@ -40,13 +40,6 @@ class EDSR(nn.Module):
             default_conv(n_feats, n_feats, 3),
         )
         self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.sub_mean(x * self.rgb_range)
-        x = self.head(x)
-        x = x + self.body(x)
-        x = self.add_mean(self.tail(x))
-        return x / self.rgb_range
 
 
 def build_edsr(scale: int, n_resblocks: int = 16, n_feats: int = 64, res_scale: float = 1.0,

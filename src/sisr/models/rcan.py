@@ -20,12 +20,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import RCAB, MeanShift, ResidualGroup, Upsampler, count_indexed, default_conv
+from .common import RCAB, GlobalResidualSR, MeanShift, ResidualGroup, Upsampler, count_indexed, default_conv
 from .edsr import rgb_range_from_mean_shift, upsampler_scale
 from .registry import TILING_GLOBAL_STATS, ModelInfo
 
 
-class RCAN(nn.Module):
+class RCAN(GlobalResidualSR):
     def __init__(self, scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
                  reduction: int = 16, rgb_range: float = 255.0, trainable_mean: bool = True,
                  n_colors: int = 3):
@@ -41,13 +41,6 @@ class RCAN(nn.Module):
         )
         self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
         self.add_mean = MeanShift(rgb_range, sign=1, trainable=trainable_mean)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.sub_mean(x * self.rgb_range)
-        x = self.head(x)
-        x = x + self.body(x)
-        x = self.add_mean(self.tail(x))
-        return x / self.rgb_range
 
 
 def build_rcan(scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
