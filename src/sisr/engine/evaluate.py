@@ -41,6 +41,7 @@ from ..metrics import CONVENTION, psnr, ssim
 from ..models.registry import MODULES, get_info
 from ..utils.device import resolve_device
 from ..utils.fs import atomic_write_text
+from ..weights.official import sha256_file
 from .loading import load_model
 
 QUANTISATION = "SR clamped to [0, 1], x255, rounded half to even to uint8 before scoring (EDSR quantize)"
@@ -334,7 +335,7 @@ def _describe_model(model, networks: dict[int, torch.nn.Module]) -> dict[str, An
             "hparams": dict(spec.hparams) if spec else None,
             "parameters": n_params,
             "weights": path,
-            "sha256": _file_sha256(path) if path else (_state_sha256(net) if n_params else None),
+            "sha256": sha256_file(path) if path else (_state_sha256(net) if n_params else None),
         }
     if isinstance(model, torch.nn.Module):
         label = per_scale[next(iter(per_scale))]["model"]
@@ -343,14 +344,6 @@ def _describe_model(model, networks: dict[int, torch.nn.Module]) -> dict[str, An
     else:
         label = Path(model).stem
     return {"label": label, "per_scale": per_scale}
-
-
-def _file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _state_sha256(net: torch.nn.Module) -> str:
