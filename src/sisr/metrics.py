@@ -64,18 +64,10 @@ class MetricError(SisrError, ValueError):
 
 def quantize(img: np.ndarray) -> np.ndarray:
     """An image as uint8 ``(H, W, C)``: uint8 kept, uint16 and float [0, 1] rounded half to even."""
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3:
-        raise MetricError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
+    img = _as_hwc(img)
     if img.dtype == np.uint8:
         return img
-    if img.dtype == np.uint16:
-        img = img.astype(np.float64) / 65535.0
-    elif not np.issubdtype(img.dtype, np.floating):
-        raise MetricError(f"image dtype must be uint8, uint16 or float in [0, 1], got {img.dtype}")
-    return np.round(np.clip(img.astype(np.float64), 0.0, 1.0) * PEAK).astype(np.uint8)
+    return np.round(np.clip(_im2double(img), 0.0, 1.0) * PEAK).astype(np.uint8)
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -108,12 +100,17 @@ def ssim(sr: np.ndarray, hr: np.ndarray, shave: int = 0, y_only: bool = True) ->
     return float(np.mean([_ssim_channel(a[:, :, c], b[:, :, c]) for c in range(a.shape[2])]))
 
 
-def _im2double(img: np.ndarray) -> np.ndarray:
+def _as_hwc(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3:
         raise MetricError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
+    return img
+
+
+def _im2double(img: np.ndarray) -> np.ndarray:
+    img = _as_hwc(img)
     if img.dtype == np.uint8:
         return img.astype(np.float64) / PEAK
     if img.dtype == np.uint16:
