@@ -43,3 +43,10 @@ def _torch_threads():
     # CI has 2 cores; keep tests deterministic and avoid oversubscription.
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture()
+def one_thread(_torch_threads):
+    """One torch thread: tiny networks run faster and do not stall on an oversubscribed machine."""
+    torch.set_num_threads(1)
+    yield

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 import yaml
+from testing_utils import tiny_train_config, write_noise_images
 
 from sisr.cli import main
-from sisr.data.io import write_image
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
 def config_file(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        write_image(tmp_path / "train" / f"t{i}.png", rng.integers(0, 256, (30, 32, 3), dtype=np.uint8))
-    cfg = {
-        "model": {"name": "edsr-baseline", "scale": 2, "hparams": {"n_resblocks": 1, "n_feats": 4}},
-        "data": {"hr": [str(tmp_path / "train")], "patch_size": 8, "workers": 0, "cache_dir": str(tmp_path / "cache")},
-        "val": {"every": 0},
-        "train": {"iterations": 4, "batch_size": 2, "checkpoint_every": 2, "device": "cpu"},
-        "log": {"every": 2},
-    }
+    write_noise_images(tmp_path / "train", 3, (30, 32, 3))
+    cfg = tiny_train_config(tmp_path, model={"hparams": {"n_resblocks": 1, "n_feats": 4}})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

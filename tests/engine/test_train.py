@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from testing_utils import tiny_train_config
 
 import sisr
 from sisr.data.io import write_image
@@ -27,11 +28,7 @@ from sisr.errors import ConfigError
 from sisr.weights import load_weights, read_metadata
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny networks: one thread is faster and does not stall when a shared machine is oversubscribed
-    torch.set_num_threads(1)
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _smooth(rng, h, w):
@@ -53,16 +50,10 @@ def data(tmp_path_factory):
 
 
 def _config(root, **sections):
-    cfg = {
-        "model": {"name": "edsr-baseline", "scale": 2, "hparams": {"n_resblocks": 1, "n_feats": 8}},
-        "data": {"hr": [str(root / "train")], "patch_size": 8, "workers": 0, "cache_dir": str(root / "cache"),
-                 "iterations_per_epoch": 10},
-        "val": {"set": "Val", "root": str(root / "bench"), "every": 6},
-        "optim": {"lr": 1e-3},
-        "schedule": {"step": 8},
-        "train": {"iterations": 12, "batch_size": 4, "checkpoint_every": 6, "device": "cpu"},
-        "log": {"every": 3},
-    }
+    cfg = tiny_train_config(root, data={"iterations_per_epoch": 10},
+                            val={"set": "Val", "root": str(root / "bench"), "every": 6}, optim={"lr": 1e-3},
+                            schedule={"step": 8}, train={"iterations": 12, "batch_size": 4, "checkpoint_every": 6},
+                            log={"every": 3})
     for section, values in sections.items():
         cfg[section] = {**cfg.get(section, {}), **values}
     return cfg

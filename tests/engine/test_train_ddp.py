@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from testing_utils import tiny_train_config, write_noise_images
 
 import sisr
-from sisr.data.io import write_image
 from sisr.weights import load_weights
 
 WORKER = """
@@ -34,24 +33,13 @@ torch.save({"rank": rank, "world": world, "weights": trainer.net.state_dict()}, 
 """
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # as torchrun sets OMP_NUM_THREADS=1 for its workers
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # as torchrun sets OMP_NUM_THREADS=1 for its workers
 
 
 def test_two_process_ddp_matches_a_single_process_run(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        write_image(tmp_path / "train" / f"t{i}.png", rng.integers(0, 256, (36, 40, 3), dtype=np.uint8))
-    cfg = {
-        "model": {"name": "edsr-baseline", "scale": 2, "hparams": {"n_resblocks": 1, "n_feats": 8}},
-        "data": {"hr": [str(tmp_path / "train")], "patch_size": 8, "workers": 0, "cache_dir": str(tmp_path / "cache")},
-        "val": {"every": 0},
-        "optim": {"lr": 1e-3},
-        "train": {"iterations": 8, "batch_size": 8, "checkpoint_every": 4, "device": "cpu"},
-        "log": {"every": 2},
-    }
+    write_noise_images(tmp_path / "train", 4, (36, 40, 3))
+    cfg = tiny_train_config(tmp_path, optim={"lr": 1e-3},
+                            train={"iterations": 8, "batch_size": 8, "checkpoint_every": 4})
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     worker = tmp_path / "worker.py"

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from sisr.engine.train import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # a tiny network: one thread is faster, and immune to an oversubscribed machine
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_edsr_on_t91_improves_set5_psnr(datasets_root, tmp_path):
