@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -60,8 +62,23 @@ class GlobalResidualSR(nn.Module):
 
     ``x * rgb_range -> sub_mean -> head -> h + body(h) -> tail -> add_mean -> / rgb_range``;
     subclasses create ``rgb_range``, ``sub_mean``, ``head``, ``body``, ``tail``, ``add_mean``
-    (module names as in the authors' code).
+    (module names as in the authors' code), RCAN's way with :meth:`build_skeleton`.
     """
+
+    def build_skeleton(self, scale: int, n_feats: int, make_groups: Callable[[], list[nn.Module]],
+                       rgb_range: float, trainable_mean: bool = False) -> None:
+        """RCAN's layout: head conv, ``body = [*groups, conv]`` (the long skip's W_LSC), sub-pixel tail.
+
+        Modules are created in the authors' order (so seeded initialisations match theirs);
+        ``make_groups`` builds the residual groups after the mean shift and the head.
+        """
+        self.scale = scale
+        self.rgb_range = rgb_range
+        self.sub_mean = MeanShift(rgb_range, sign=-1, trainable=trainable_mean)
+        self.head = nn.Sequential(default_conv(3, n_feats, 3))
+        self.body = nn.Sequential(*make_groups(), default_conv(n_feats, n_feats, 3))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, 3, 3))
+        self.add_mean = MeanShift(rgb_range, sign=1, trainable=trainable_mean)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.sub_mean(x * self.rgb_range)
@@ -124,11 +141,12 @@ class ResBlock(nn.Module):
 
 
 class ResidualGroup(nn.Module):
-    """RCAN residual group: blocks, a trailing 3x3 conv, and a group skip (keys body.{i})."""
+    """RCAN residual group: blocks, a trailing 3x3 conv (unless ``tail_conv=False``), and a group skip
+    (keys body.{i})."""
 
-    def __init__(self, blocks: list[nn.Module], n_feats: int, conv=default_conv):
+    def __init__(self, blocks: list[nn.Module], n_feats: int, conv=default_conv, tail_conv: bool = True):
         super().__init__()
-        self.body = nn.Sequential(*blocks, conv(n_feats, n_feats, 3))
+        self.body = nn.Sequential(*blocks, *([conv(n_feats, n_feats, 3)] if tail_conv else []))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)

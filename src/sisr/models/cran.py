@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from .common import GlobalResidualSR, MeanShift, ResBlock, Upsampler, default_conv
+from .common import GlobalResidualSR, ResBlock, ResidualGroup, default_conv
 from .registry import TILING_GLOBAL_STATS, ModelInfo
 
 
@@ -174,36 +174,20 @@ class CRAB(nn.Module):
         return x + self.body(x)
 
 
-class ResidualGroup(nn.Module):
+def cran_group(n_feats: int, n_resblocks: int, n_descriptors: int, ci_groups: int, group_conv: bool) -> ResidualGroup:
     """(n_resblocks - 1) EDSR residual blocks, a CRAB, optionally RCAN's tail conv; group skip."""
-
-    def __init__(self, n_feats: int, n_resblocks: int, n_descriptors: int, ci_groups: int, group_conv: bool):
-        super().__init__()
-        blocks: list[nn.Module] = [ResBlock(n_feats, 3) for _ in range(n_resblocks - 1)]
-        blocks.append(CRAB(n_feats, 3, n_descriptors=n_descriptors, ci_groups=ci_groups))
-        if group_conv:
-            blocks.append(default_conv(n_feats, n_feats, 3))
-        self.body = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+    blocks: list[nn.Module] = [ResBlock(n_feats, 3) for _ in range(n_resblocks - 1)]
+    blocks.append(CRAB(n_feats, 3, n_descriptors=n_descriptors, ci_groups=ci_groups))
+    return ResidualGroup(blocks, n_feats, tail_conv=group_conv)
 
 
 class CRAN(GlobalResidualSR):
     def __init__(self, scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
-                 n_descriptors: int = 5, ci_groups: int = 16, group_conv: bool = False,
-                 rgb_range: float = 255.0, n_colors: int = 3):
+                 n_descriptors: int = 5, ci_groups: int = 16, group_conv: bool = False, rgb_range: float = 255.0):
         super().__init__()
-        self.scale = scale
-        self.rgb_range = rgb_range
-        self.sub_mean = MeanShift(rgb_range, sign=-1)
-        self.head = nn.Sequential(default_conv(n_colors, n_feats, 3))
-        self.body = nn.Sequential(
-            *[ResidualGroup(n_feats, n_resblocks, n_descriptors, ci_groups, group_conv) for _ in range(n_resgroups)],
-            default_conv(n_feats, n_feats, 3),
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
-        self.add_mean = MeanShift(rgb_range, sign=1)
+        self.build_skeleton(scale, n_feats, lambda: [
+            cran_group(n_feats, n_resblocks, n_descriptors, ci_groups, group_conv) for _ in range(n_resgroups)],
+            rgb_range)
 
 
 def build_cran(scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64, n_descriptors: int = 5,

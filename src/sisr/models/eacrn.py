@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from .common import GlobalResidualSR, MeanShift, Upsampler, default_conv
+from .common import GlobalResidualSR, default_conv
 from .registry import TILING_GLOBAL_STATS, ModelInfo
 
 
@@ -170,19 +170,12 @@ class CrossResidualGroup(nn.Module):
 
 class EACRN(GlobalResidualSR):
     def __init__(self, scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int = 64,
-                 em_bases: int = 64, em_stages: int = 3, em_momentum: float = 0.9,
-                 rgb_range: float = 255.0, n_colors: int = 3):
+                 em_bases: int = 64, em_stages: int = 3, em_momentum: float = 0.9, rgb_range: float = 255.0):
         super().__init__()
-        self.scale = scale
-        self.rgb_range = rgb_range
-        self.sub_mean = MeanShift(rgb_range, sign=-1)
-        self.head = nn.Sequential(default_conv(n_colors, n_feats, 3))
-        self.body = nn.Sequential(
-            *[CrossResidualGroup(n_feats, n_blocks, em_bases, em_stages, em_momentum) for _ in range(n_groups)],
-            default_conv(n_feats, n_feats, 3),  # W_LSC of eq. 4
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
-        self.add_mean = MeanShift(rgb_range, sign=1)
+        # body: the groups, then W_LSC of eq. 4
+        self.build_skeleton(scale, n_feats, lambda: [
+            CrossResidualGroup(n_feats, n_blocks, em_bases, em_stages, em_momentum) for _ in range(n_groups)],
+            rgb_range)
 
 
 def build_eacrn(scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int = 64, em_bases: int = 64,

@@ -20,27 +20,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import RCAB, GlobalResidualSR, MeanShift, ResidualGroup, Upsampler, count_indexed, default_conv
+from .common import RCAB, GlobalResidualSR, ResidualGroup, count_indexed
 from .edsr import rgb_range_from_mean_shift, upsampler_scale
 from .registry import TILING_GLOBAL_STATS, ModelInfo
 
 
 class RCAN(GlobalResidualSR):
     def __init__(self, scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
-                 reduction: int = 16, rgb_range: float = 255.0, trainable_mean: bool = True,
-                 n_colors: int = 3):
+                 reduction: int = 16, rgb_range: float = 255.0, trainable_mean: bool = True):
         super().__init__()
-        self.scale = scale
-        self.rgb_range = rgb_range
-        self.sub_mean = MeanShift(rgb_range, sign=-1, trainable=trainable_mean)
-        self.head = nn.Sequential(default_conv(n_colors, n_feats, 3))
-        self.body = nn.Sequential(
-            *[ResidualGroup([RCAB(n_feats, 3, reduction) for _ in range(n_resblocks)], n_feats)
-              for _ in range(n_resgroups)],
-            default_conv(n_feats, n_feats, 3),
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, n_colors, 3))
-        self.add_mean = MeanShift(rgb_range, sign=1, trainable=trainable_mean)
+        self.build_skeleton(scale, n_feats, lambda: [
+            ResidualGroup([RCAB(n_feats, 3, reduction) for _ in range(n_resblocks)], n_feats)
+            for _ in range(n_resgroups)], rgb_range, trainable_mean)
 
 
 def build_rcan(scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
