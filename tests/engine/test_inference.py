@@ -253,3 +253,16 @@ def test_upscale_rejects_unusable_arrays():
         upscale(np.zeros((4, 4, 3), np.int32), model)
     with pytest.raises(ImageError, match="got shape"):
         upscale(np.zeros((4, 4, 5), np.uint8), model)
+
+
+@pytest.mark.parametrize("options", [{}, {"self_ensemble": True}, {"chop": True, "chop_min_size": 10}, {"tile": 64}])
+def test_a_network_returning_its_input_leaves_the_callers_tensor_alone(options):
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    x = torch.rand(1, 3, 8, 9) * 1.2  # values above 1 would be clamped in place
+    before = x.clone()
+    y = run(Identity(), x, **options)
+    assert torch.equal(x, before)
+    torch.testing.assert_close(y, before.clamp(0, 1))

@@ -131,8 +131,6 @@ def run(model: nn.Module, x: torch.Tensor, *, self_ensemble: bool = False, tile:
                     y = _undo_dihedral(engine(_dihedral(x, k)), k)
                     out = y if out is None else out.add_(y)
                 out = out.div_(8)
-            if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
-                out = out.clone()  # a network that returns its input: never clamp the caller's tensor
             return out.clamp_(0.0, 1.0)
     finally:
         model.train(was_training)
@@ -157,13 +155,16 @@ class _Runner:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def __call__(self, x: torch.Tensor, fn: Callable | None = None) -> torch.Tensor:
-        src = x.device
+        arg, src = x, x.device
         x = x.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             y = (fn or self.fn)(x)
-        return y.float().to(src)
+        y = y.float().to(src)
+        if y.untyped_storage().data_ptr() == arg.untyped_storage().data_ptr():
+            y = y.clone()  # a network that returns its input: results are written in place later
+        return y
 
 
 def _compiled_model(model: nn.Module) -> Callable:
