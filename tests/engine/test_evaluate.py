@@ -16,7 +16,7 @@ from sisr.engine.evaluate import evaluate, save_results
 from sisr.engine.inference import run
 from sisr.errors import ConfigError, ModelError
 from sisr.metrics import psnr, ssim
-from sisr.models import get_info
+from sisr.models import create_model, get_info
 from sisr.utils.fs import OutputExistsError
 from sisr.weights import save_weights
 
@@ -183,3 +183,20 @@ def test_identical_images_give_infinite_psnr_in_json(tmp_path):
     assert math.isinf(results.sets[0].psnr_y) and results.sets[0].ssim_y == pytest.approx(1.0)
     assert results.to_dict()["results"][0]["psnr_y"] == "inf"
     json.dumps(results.to_dict(), allow_nan=False)
+
+
+def test_weights_file_scale_is_the_default_and_partial_outputs_are_refused(tmp_path):
+    torch.manual_seed(0)
+    net = create_model("edsr-baseline", scale=3, **get_info("edsr-baseline").tiny)
+    weights = save_weights(net, tmp_path / "w.safetensors", model="edsr-baseline", scale=3,
+                           hparams=dict(get_info("edsr-baseline").tiny))
+    root = tmp_path / "data"
+    write_image(root / "G" / "HR" / "a.png", np.random.default_rng(0).integers(0, 256, (24, 27, 3), dtype=np.uint8))
+    results = evaluate("edsr-baseline", weights=weights, data_root=root, datasets=["G"], progress=False)
+    assert [s.scale for s in results.sets] == [3]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "per_image.csv").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        save_results(results, out)
+    assert sorted(p.name for p in out.iterdir()) == ["per_image.csv"]  # nothing half-written

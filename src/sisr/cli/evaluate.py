@@ -45,8 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import evaluate, save_results
+    from ..engine.evaluate import RESULT_FILES, evaluate, save_results
+    from ..utils.fs import check_outputs
 
+    if args.output:
+        check_outputs(args.output, RESULT_FILES, args.overwrite)  # before the slow part
     results = evaluate(
         args.model, data_root=args.data_root, datasets=args.datasets, scales=args.scales, weights=args.weights,
         self_ensemble=args.self_ensemble, chop=args.chop, tile=args.tile, tile_overlap=args.tile_overlap,

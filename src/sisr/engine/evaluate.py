@@ -40,7 +40,7 @@ from ..errors import ConfigError, ModelError
 from ..metrics import CONVENTION, psnr, ssim
 from ..models.registry import MODULES, get_info
 from ..utils.device import resolve_device
-from ..utils.fs import atomic_write_text
+from ..utils.fs import atomic_write_text, check_outputs
 from ..weights.official import sha256_file
 from .loading import load_model
 
@@ -262,11 +262,9 @@ def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None,
     if out_dir is None:
         out_dir = _new_run_dir(Path("results"), f"eval-{_slug(results.model['label'])}")
     out_dir = Path(out_dir)
-    texts = {
-        "results.json": json.dumps(results.to_dict(), indent=2) + "\n",
-        "per_image.csv": results.csv(),
-        "table.md": results.markdown(),
-    }
+    check_outputs(out_dir, RESULT_FILES, overwrite)
+    texts = dict(zip(RESULT_FILES, (json.dumps(results.to_dict(), indent=2) + "\n", results.csv(),
+                                    results.markdown())))
     for name, text in texts.items():
         atomic_write_text(out_dir / name, text, overwrite=overwrite)
     return out_dir
@@ -297,6 +295,9 @@ def _load_networks(model, scales: Sequence[int] | None, weights, dev: torch.devi
     key = str(model)
     if key.lower() in MODULES:
         info = get_info(key)
+        if scales is None and weights is not None:  # the file's scale
+            net = load_model(key, weights=weights, device=dev)
+            return {int(net.sisr_spec.scale): net}
         if scales is None:
             scales = [s for s in (2, 3, 4) if s in info.scales]
         return {int(s): load_model(key, int(s), weights=weights, device=dev) for s in dict.fromkeys(scales)}

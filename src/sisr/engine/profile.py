@@ -57,7 +57,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..errors import ConfigError
 from ..models.registry import count_parameters, create_model, get_info
 from ..utils.device import resolve_device
-from ..utils.fs import OutputExistsError, atomic_write_text
+from ..utils.fs import atomic_write_text, check_outputs
 
 HD_OUTPUT = (720, 1280)  # (H, W) of the output the "Mult-Adds" convention counts for
 _RESULT_MARK = "SISR_PROFILE_RESULT "
@@ -436,11 +436,7 @@ OUTPUT_FILES = ("profile.json", "profile.md")
 
 def check_output(out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
     """``OutputExistsError`` if ``out_dir`` already holds a result file and ``overwrite`` is not set."""
-    if overwrite:
-        return
-    for name in OUTPUT_FILES:
-        if (Path(out_dir) / name).exists():
-            raise OutputExistsError(f"{Path(out_dir) / name}: already exists (use --overwrite to replace it)")
+    check_outputs(out_dir, OUTPUT_FILES, overwrite)
 
 
 def save_profile(result: ProfileResult, out_dir: str | os.PathLike | None = None, *,

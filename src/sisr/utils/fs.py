@@ -54,6 +54,18 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             tmp_path.unlink()
 
 
+def check_outputs(folder: str | os.PathLike, names, overwrite: bool = False) -> None:
+    """``OutputExistsError`` for the first of ``folder/name`` that exists, unless ``overwrite``.
+
+    Call it before slow work and before writing a set of files, so that nothing is half-written.
+    """
+    if overwrite:
+        return
+    for name in names:
+        if (Path(folder) / name).exists():
+            raise OutputExistsError(f"{Path(folder) / name}: already exists (use --overwrite to replace it)")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
