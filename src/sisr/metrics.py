@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.degrade import gaussian_kernel
 from .errors import SisrError
 
 Y_WEIGHTS = (65.481, 128.553, 24.966)  # BT.601 luma rows of MATLAB rgb2ycbcr, for RGB in [0, 1] -> [0, 255]
@@ -148,9 +149,7 @@ def _check_shave(shave: int, h: int, w: int) -> int:
 
 def gaussian_window_1d() -> np.ndarray:
     """The normalised 1-D factor of ``fspecial('gaussian', 11, 1.5)`` (its outer product is the 2-D window)."""
-    x = np.arange(SSIM_WINDOW, dtype=np.float64) - (SSIM_WINDOW - 1) / 2
-    g = np.exp(-(x**2) / (2 * SSIM_SIGMA**2))
-    return g / g.sum()
+    return gaussian_kernel(SSIM_WINDOW, SSIM_SIGMA)
 
 
 def _filter_valid(maps: np.ndarray, g: np.ndarray) -> np.ndarray:

@@ -43,10 +43,9 @@ import numpy as np
 from ..errors import SisrError
 from .degrade import LR_FOLDERS, modcrop, to_rgb
 from .io import is_image_file, read_image
-from .resize import imresize
+from .resize import BORDERS, imresize
 
 LR_SOURCES = ("auto", "files", "resize")
-BORDERS = ("symmetric", "replicate")
 
 
 class DatasetError(SisrError):

@@ -35,13 +35,12 @@ import math
 import numpy as np
 
 from ..errors import ConfigError, ImageError
-from .resize import imresize, round_half_away
+from .resize import INT_MAX, imresize, round_half_away
 
 MODES = ("BI", "BD", "DN")
 LR_FOLDERS = {"BI": "LR_bicubic", "BD": "LR_BD", "DN": "LR_DN"}
 BD_SIGMA = 1.6
 DN_NOISE_LEVEL = 30.0
-_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -97,12 +96,12 @@ def degrade(hr: np.ndarray, scale: int, mode: str = "BI", *, noise_level: float 
     """
     mode, scale = check_mode_and_scale(mode, scale)
     arr = np.asarray(hr)
-    if arr.dtype not in _MAX:
+    if arr.dtype not in INT_MAX:
         raise ImageError(f"image array: unsupported dtype {arr.dtype} (expected uint8 or uint16)")
     img = modcrop(to_rgb(arr), scale)
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise ImageError(f"image array: {arr.shape[1]}x{arr.shape[0]} is smaller than the scale {scale}")
-    max_value = _MAX[arr.dtype]
+    max_value = INT_MAX[arr.dtype]
     if mode == "BD":
         return _blur_downsample(img, scale, blur_sigma, max_value)
     lr = imresize(img, 1 / scale, border=border)

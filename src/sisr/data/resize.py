@@ -33,7 +33,7 @@ from ..errors import ConfigError, ImageError
 
 BORDERS = ("symmetric", "replicate")
 KERNEL_WIDTH = 4.0  # support of the Keys cubic kernel in input pixels (unscaled)
-_INT_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+INT_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _FLOAT_TYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -107,12 +107,12 @@ def imresize(img: np.ndarray, scale: float | None = None, *, output_size: tuple[
     arr = np.asarray(img)
     if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0 or (arr.ndim == 3 and arr.shape[2] == 0):
         raise ImageError(f"image array: shape {arr.shape} is not (H, W) or (H, W, C) with H, W, C >= 1")
-    if arr.dtype not in _INT_MAX and arr.dtype not in _FLOAT_TYPES:
+    if arr.dtype not in INT_MAX and arr.dtype not in _FLOAT_TYPES:
         raise ImageError(f"image array: unsupported dtype {arr.dtype} (expected uint8, uint16 or float)")
     _check_border(border)
     in_h, in_w = arr.shape[:2]
     (scale_h, out_h), (scale_w, out_w) = _scales_and_lengths(in_h, in_w, scale, output_size)
-    max_value = _INT_MAX.get(arr.dtype)
+    max_value = INT_MAX.get(arr.dtype)
 
     x = arr[..., None] if arr.ndim == 2 else arr  # (H, W, C)
     passes = [(0, scale_h, out_h), (1, scale_w, out_w)]

@@ -57,6 +57,7 @@ from tqdm import tqdm
 from ..errors import SisrError
 from ..utils.fs import atomic_path
 from .degrade import LR_FOLDERS, degrade, modcrop, to_rgb
+from .io import image_to_tensor
 
 TEST_SETS = ("set5", "set14", "b100", "bsd100", "urban100", "manga109")
 CACHE_VERSION = 1
@@ -229,8 +230,7 @@ def _prepare_one(hr_file: Path, source: Path, scale: int, lr_source: Path | None
         if lr.dtype != hr.dtype:
             raise TrainingDataError(f"{lr_file}: {lr.dtype} LR for a {hr.dtype} HR image")
     else:
-        seed = zlib.crc32(hr_file.name.encode("utf-8")) if degradation == "DN" else None
-        lr = np.asarray(degrade(hr, scale, mode=degradation, noise_level=noise_level, seed=seed))
+        lr = made_lr(hr, scale, degradation, noise_level, hr_file.name)
         if lr.shape[:2] != (h, w):
             raise TrainingDataError(f"{hr_file}: degradation gave {lr.shape[1]}x{lr.shape[0]}, expected {w}x{h}")
     _save_npy(hr_npy, hr)
@@ -297,7 +297,7 @@ class PatchDataset(Dataset):
         pair, p, s = self.pairs[k], self.patch_size, self.scale
         lr = np.load(pair.lr_npy, mmap_mode="r")[y: y + p, x: x + p]
         hr = np.load(pair.hr_npy, mmap_mode="r")[s * y: s * (y + p), s * x: s * (x + p)]
-        return _to_tensor(augment(lr, flips)), _to_tensor(augment(hr, flips))
+        return image_to_tensor(augment(lr, flips)), image_to_tensor(augment(hr, flips))
 
 
 def augment(img: np.ndarray, flips: tuple[bool, bool, bool]) -> np.ndarray:
@@ -312,10 +312,10 @@ def augment(img: np.ndarray, flips: tuple[bool, bool, bool]) -> np.ndarray:
     return img
 
 
-def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    peak = 65535.0 if img.dtype == np.uint16 else 255.0
-    chw = np.ascontiguousarray(img.transpose(2, 0, 1))
-    return torch.from_numpy(chw.astype(np.float32)).div_(peak)
+def made_lr(hr: np.ndarray, scale: int, degradation: str, noise_level: float, name: str) -> np.ndarray:
+    """LR made from an HR image; DN noise is seeded by the file name, so it is fixed per image."""
+    seed = zlib.crc32(name.encode("utf-8")) if degradation == "DN" else None
+    return np.asarray(degrade(hr, scale, mode=degradation, noise_level=noise_level, seed=seed))
 
 
 class IterationSampler(Sampler[int]):

@@ -37,7 +37,6 @@ import sys
 import threading
 import time
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -234,7 +233,8 @@ class Validator:
     def __init__(self, set_name: str, scale: int, *, root: str | None, degradation: str = "BI",
                  noise_level: float = 30.0, tile: int | None = None, device: torch.device):
         from ..data.benchmark import BenchmarkSet, DatasetError
-        from ..data.degrade import degrade
+        from ..data.io import image_to_tensor
+        from ..data.training import made_lr
 
         roots = [Path(root)] if root else default_datasets_roots()
         found = next((r for r in roots if (r / set_name / "HR").is_dir()), None)
@@ -254,9 +254,8 @@ class Validator:
         for item in bench:
             lr = item.lr
             if made:  # no prepared BD/DN files: degrade the HR as the training data is
-                seed = zlib.crc32(item.hr_path.name.encode("utf-8")) if degradation == "DN" else None
-                lr = np.asarray(degrade(item.hr, scale, mode=degradation, noise_level=noise_level, seed=seed))
-            self.items.append((item.name, _image_tensor(lr), _image_tensor(item.hr)))
+                lr = made_lr(item.hr, scale, degradation, noise_level, item.hr_path.name)
+            self.items.append((item.name, image_to_tensor(lr), image_to_tensor(item.hr)))
         self.source = f"{found / set_name} x{scale} {degradation}" + (" (LR made by sisr.data.degrade)" if made else "")
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
@@ -269,10 +268,6 @@ class Validator:
             psnrs.append(float(psnr_y_batch(sr, hr[None], shave=self.scale)[0]))
             ssims.append(float(ssim_y_batch(sr, hr[None], shave=self.scale)[0]))
         return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
-
-
-def _image_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -482,7 +477,6 @@ class Trainer:
                    disable=None if self.main else True, desc=f"{cfg.model.name} x{cfg.model.scale}")
         window = _Window()
         started = time.perf_counter()
-        last_saved = self.iteration
         try:
             with _StopSignals() as stop:
                 tick = time.perf_counter()
@@ -499,7 +493,6 @@ class Trainer:
                         self._skipped(result.loss)
                     now = time.perf_counter()
                     window.add(result, now - tick, used_lr)
-                    tick = now
                     bar.update(1)
                     it = self.iteration
                     if it % cfg.log.every == 0 or it == total:
@@ -510,14 +503,13 @@ class Trainer:
                         self._validate()
                     if it % cfg.train.checkpoint_every == 0 or it == total or result.stop:
                         self._checkpoint()
-                        last_saved = it
                     if result.stop:
                         self.say(f"stopped at iteration {it} (checkpoint saved); run the same command to resume")
                         break
                     tick = time.perf_counter()
         finally:
             bar.close()
-        if self.main and last_saved == self.iteration == total:
+        if self.main and self.iteration == total:  # finished (a stop breaks off earlier)
             self.say(self._summary())
         self._plots()
         _barrier(self.world_size)

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .fs import atomic_path
+from .fs import atomic_write_bytes
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
@@ -278,6 +278,4 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def save_png(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the image as PNG atomically; an existing file is kept unless ``overwrite``."""
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(png_bytes(image))
-    return Path(path)
+    return atomic_write_bytes(path, png_bytes(image), overwrite=overwrite)

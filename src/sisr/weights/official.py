@@ -225,9 +225,9 @@ def convert_official(src: str | os.PathLike, dst: str | os.PathLike, *, model: s
     if dst.suffix != ".safetensors":
         raise WeightsError(f"{dst}: the output must be a .safetensors file")
     if is_safetensors(src):
-        from . import read_metadata
+        from . import FORMAT, read_metadata
 
-        if read_metadata(src).get("format") == "sisr-weights":
+        if read_metadata(src).get("format") == FORMAT:
             raise WeightsError(f"{src}: already a sisr weights file; nothing to convert")
     if dst.exists() and not overwrite:
         raise WeightsError(f"{dst}: already exists (use --overwrite to replace it)")
