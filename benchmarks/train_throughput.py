@@ -59,7 +59,7 @@ import torch
 from sisr.engine.config import load_config
 from sisr.engine.train import TrainStep, make_optimizer, resolve_device, train
 from sisr.engine.trainer_log import read_log
-from sisr.models import count_parameters, create_model, get_info, list_models
+from sisr.models import count_parameters, create_model, get_info, has_parameters, list_models
 from sisr.utils.fs import atomic_write_text
 
 COLUMNS = {
@@ -81,8 +81,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "T9
 
 
 def trainable_models() -> list[str]:
-    return [n for n in list_models() if count_parameters(create_model(n, scale=get_info(n).scales[0],
-                                                                      **get_info(n).tiny)) > 0]
+    return [n for n in list_models() if has_parameters(n)]
 
 
 class Variant:

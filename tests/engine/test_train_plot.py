@@ -99,3 +99,23 @@ def test_run_plots_from_logs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SisrError, match="not a training run"):
         plot_runs([tmp_path / "empty"], tmp_path / "x")
+
+
+
+def test_runs_with_the_same_folder_name_get_one_curve_each(tmp_path, monkeypatch):
+    from sisr.engine import trainer_log
+
+    runs = [tmp_path / parent / "edsr-x2" for parent in ("a", "b")]
+    for run in runs:
+        run.mkdir(parents=True)
+        (run / "log.jsonl").write_text("".join(
+            json.dumps({"type": "train", "iteration": i, "loss": 1.0 / i}) + "\n" for i in (1, 2, 3)))
+    series = {}
+
+    def recording_chart(data, **kw):
+        series[kw["title"]] = list(data)
+        return line_chart(data, **kw)
+
+    monkeypatch.setattr(trainer_log, "line_chart", recording_chart)
+    plot_runs(runs, tmp_path / "cmp")
+    assert series["training loss"] == [str(r) for r in runs]

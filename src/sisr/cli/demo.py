@@ -40,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     sr = upscale_array(lr, net)
     seconds = time.perf_counter() - start
-    bicubic = np.asarray(imresize(lr, s))
 
     files = {"HR chart": (out / "chart_hr.png", hr), f"LR input (x1/{s})": (out / f"chart_lr_x{s}.png", lr),
              f"{name} x{s} output": (out / f"chart_x{s}_{name}.png", sr)}
@@ -52,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label:<22} {path}")
     print(f"{name} x{s}: {lr.shape[1]}x{lr.shape[0]} -> {sr.shape[1]}x{sr.shape[0]} in {seconds:.2f} s; "
           f"vs HR (Y, shave {s}): PSNR {psnr(sr, hr, shave=s):.2f} dB, SSIM {ssim(sr, hr, shave=s):.4f}"
-          + (f" (bicubic: {psnr(bicubic, hr, shave=s):.2f} dB)" if name != "bicubic" else ""))
+          + (f" (bicubic: {psnr(np.asarray(imresize(lr, s)), hr, shave=s):.2f} dB)" if name != "bicubic" else ""))
     return 0

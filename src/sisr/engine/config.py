@@ -134,12 +134,10 @@ def list_recipes() -> list[str]:
 def recipe_path(name: str) -> Path:
     path = RECIPES_DIR / f"{name}.yaml"
     if not path.is_file():
-        from ..models import count_parameters, create_model, get_info, list_models
+        from ..models import get_info, has_parameters, list_models
 
-        if name.lower() in list_models():
-            info = get_info(name)
-            if count_parameters(create_model(info.name, scale=info.scales[0], **info.tiny)) == 0:
-                raise ConfigError(f"model '{info.name}' has no parameters: there is nothing to train")
+        if name.lower() in list_models() and not has_parameters(name):
+            raise ConfigError(f"model '{get_info(name).name}' has no parameters: there is nothing to train")
         raise ConfigError(f"no config file or recipe '{name}'; recipes: {', '.join(list_recipes())}")
     return path
 
@@ -336,7 +334,7 @@ def _describe(value: Any) -> str:
 def check(cfg: Config, where: str = "config") -> None:
     """Checks across keys and against the model registry."""
     from ..errors import ModelError
-    from ..models import count_parameters, create_model, get_info
+    from ..models import get_info, has_parameters
 
     def fail(key: str, problem: str) -> None:
         raise ConfigError(f"{where}: {key}: {problem}")
@@ -348,7 +346,7 @@ def check(cfg: Config, where: str = "config") -> None:
         info.hparams(cfg.model.scale, **cfg.model.hparams)
     except ModelError as exc:
         raise ConfigError(f"{where}: model: {exc}") from None
-    if count_parameters(create_model(info.name, scale=cfg.model.scale, **info.tiny)) == 0:
+    if not has_parameters(info.name):
         fail("model.name", f"'{info.name}' has no parameters: there is nothing to train")
     cfg.model.name = info.name
     if cfg.train.precision not in info.precisions:

@@ -38,7 +38,7 @@ from ..data.benchmark import BenchmarkSet
 from ..data.io import image_to_tensor, tensor_to_image
 from ..errors import ConfigError, ModelError
 from ..metrics import CONVENTION, psnr, ssim
-from ..models.registry import MODULES, get_info
+from ..models.registry import MODULES, count_parameters, get_info
 from ..utils.device import resolve_device
 from ..utils.fs import atomic_write_text, check_outputs
 from ..weights.official import sha256_file
@@ -319,9 +319,7 @@ def _forward(net: torch.nn.Module, lr: np.ndarray, dev: torch.device, run_option
         from .inference import run
 
         y = run(net, x, **run_options)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return y[0].float().cpu()
+    return y[0].float().cpu()  # waits for the device
 
 
 def _describe_model(model, networks: dict[int, torch.nn.Module]) -> dict[str, Any]:
@@ -330,7 +328,7 @@ def _describe_model(model, networks: dict[int, torch.nn.Module]) -> dict[str, An
         spec = getattr(net, "sisr_spec", None)
         meta = getattr(net, "sisr_weights", None) or {}
         path = meta.get("path")
-        n_params = sum(p.numel() for p in net.parameters())
+        n_params = count_parameters(net)
         per_scale[f"x{scale}"] = {
             "model": spec.name if spec else type(net).__name__,
             "hparams": dict(spec.hparams) if spec else None,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
-from ..models import count_parameters, create_model, get_info
+from ..models import create_model, get_info, has_parameters
 from ..models.registry import MODULES
 from ..utils.device import resolve_device
 from ..weights import FORMAT, load_weights, read_metadata
@@ -54,13 +54,12 @@ def load_model(name_or_path: str | os.PathLike, scale: int | None = None, *,
         return _load_file(Path(weights), scale, expect=info.name).to(dev).eval()
     scale = int(scale) if scale is not None else info.scales[0]
     info.check_scale(scale)
-    model = create_model(info.name, scale=scale)
-    if count_parameters(model) == 0:
-        return model.to(dev).eval()
     path = pretrained_path(info.name, scale)
-    if path is None:
+    if path is not None:
+        return _load_file(path, scale, expect=info.name).to(dev).eval()
+    if has_parameters(info.name):
         raise missing_weights_error(info.name, scale)
-    return _load_file(path, scale, expect=info.name).to(dev).eval()
+    return create_model(info.name, scale=scale).to(dev).eval()
 
 
 def _load_file(path: Path, scale: int | None, expect: str | None = None) -> torch.nn.Module:

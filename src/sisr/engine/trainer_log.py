@@ -107,17 +107,19 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
               overwrite: bool = False) -> list[Path]:
     """``loss.png`` and ``psnr.png`` (validation) in ``out_dir``, one curve per run."""
     runs = [Path(r) for r in run_dirs]
+    names = [r.name for r in runs]
+    names = names if len(set(names)) == len(names) else [str(r) for r in runs]  # runs/a/x and runs/b/x
     losses, psnrs, sets = {}, {}, set()
-    for run in runs:
+    for run, name in zip(runs, names):
         if not (run / "log.jsonl").is_file():
             raise SisrError(f"{run}: not a training run (no log.jsonl)")
         records = read_log(run)
-        label = run.name if len(runs) > 1 else "loss"
+        label = name if len(runs) > 1 else "loss"
         losses[label] = [(r["iteration"], r["loss"]) for r in records
                          if r.get("type") == "train" and r.get("loss") is not None]
         vals = [r for r in records if r.get("type") == "val"]
         sets.update(r.get("set", "") for r in vals)
-        psnrs[run.name if len(runs) > 1 else (vals[0].get("set", "val") if vals else "val")] = [
+        psnrs[name if len(runs) > 1 else (vals[0].get("set", "val") if vals else "val")] = [
             (r["iteration"], r["psnr"]) for r in vals]
     title = f" ({runs[0].name})" if len(runs) == 1 else ""
     out = Path(out_dir)

@@ -10,10 +10,11 @@ from .registry import (
     ModelInfo,
     ModelSpec,
     count_parameters,
+    has_parameters,
     create_model,
     get_info,
     list_models,
     model_infos,
 )
 
-__all__ = ["ModelInfo", "ModelSpec", "count_parameters", "create_model", "get_info", "list_models", "model_infos"]
+__all__ = ["ModelInfo", "ModelSpec", "count_parameters", "create_model", "has_parameters", "get_info", "list_models", "model_infos"]

@@ -138,3 +138,9 @@ def create_model(name: str, scale: int = 2, **overrides: Any) -> torch.nn.Module
 def count_parameters(model: torch.nn.Module) -> int:
     """All parameters, trainable or frozen (the convention of the papers' counts)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def has_parameters(name: str) -> bool:
+    """Whether registry model ``name`` has parameters (weights to load or train); checked on its tiny configuration."""
+    info = get_info(name)
+    return count_parameters(create_model(info.name, scale=info.scales[0], **info.tiny)) > 0
