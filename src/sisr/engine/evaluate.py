@@ -38,11 +38,12 @@ from ..data.benchmark import BenchmarkSet
 from ..data.io import image_to_tensor, tensor_to_image
 from ..errors import ConfigError, ModelError
 from ..metrics import CONVENTION, psnr, ssim
-from ..models.registry import MODULES, count_parameters, get_info
+from ..models.registry import count_parameters, get_info
 from ..utils.device import resolve_device
 from ..utils.fs import atomic_write_text, check_outputs
 from ..weights.official import sha256_file
-from .loading import load_model
+from .inference import rgb_to_gray
+from .loading import is_model_name, load_model
 
 QUANTISATION = "SR clamped to [0, 1], x255, rounded half to even to uint8 before scoring (EDSR quantize)"
 GRAY_IMAGES = {
@@ -50,7 +51,6 @@ GRAY_IMAGES = {
     "gray": "scored as gray: HR gray value, SR reduced to gray by 0.299 R + 0.587 G + 0.114 B before quantisation "
             "(as sisr upscale does), luma = gray value (the MATLAB script's gray branch; the literature's bicubic rows)",
 }
-GRAY_LUMA = (0.299, 0.587, 0.114)  # BT.601 weights, the gray conversion of sisr.engine.inference.upscale
 RESULT_FILES = ("results.json", "per_image.csv", "table.md")
 
 
@@ -223,7 +223,7 @@ def evaluate(
                 if item.gray:
                     gray_names.setdefault(bench.name, []).append(item.name)
                     if gray_images == "gray":
-                        y, hr = (y * torch.tensor(GRAY_LUMA).view(3, 1, 1)).sum(0, keepdim=True), hr[:, :, :1]
+                        y, hr = rgb_to_gray(y), hr[:, :, :1]
                 sr = tensor_to_image(y, np.uint8)
                 scores.images.append(ImageScore(
                     item.name, psnr(sr, hr, crop), ssim(sr, hr, crop), psnr(sr, hr, crop, y_only=False),
@@ -293,7 +293,7 @@ def _load_networks(model, scales: Sequence[int] | None, weights, dev: torch.devi
             raise ConfigError(f"the module is built for x{spec.scale}, not x{scales[0]}")
         return {int(scales[0]): model.to(dev).eval()}
     key = str(model)
-    if key.lower() in MODULES:
+    if is_model_name(key):
         info = get_info(key)
         if scales is None and weights is not None:  # the file's scale
             net = load_model(key, weights=weights, device=dev)
@@ -338,7 +338,7 @@ def _describe_model(model, networks: dict[int, torch.nn.Module]) -> dict[str, An
         }
     if isinstance(model, torch.nn.Module):
         label = per_scale[next(iter(per_scale))]["model"]
-    elif str(model).lower() in MODULES:
+    elif is_model_name(model):
         label = str(model).lower()
     else:
         label = Path(model).stem

@@ -33,6 +33,7 @@ import torch
 
 from ..errors import SisrError
 from ..utils.fs import OutputExistsError, atomic_write_bytes
+from .loading import is_model_name
 
 __all__ = ["ExportError", "OnnxExport", "export_onnx", "onnx_unsupported_reason", "onnx_notes",
            "require_onnx", "onnxruntime_available", "INPUT_NAME", "OUTPUT_NAME", "TRACE_SHAPE", "CHECK_SHAPES"]
@@ -66,20 +67,14 @@ def onnx_unsupported_reason(name: str) -> str | None:
     """Why registry model ``name`` cannot be exported to ONNX, or None if it can."""
     from ..models import get_info
 
-    return get_info(name).onnx_unsupported if str(name).lower() in _names() else None
+    return get_info(name).onnx_unsupported if is_model_name(name) else None
 
 
 def onnx_notes(name: str) -> str:
     """Known limits of the exported graph of registry model ``name`` ('' if none)."""
     from ..models import get_info
 
-    return get_info(name).onnx_notes if str(name).lower() in _names() else ""
-
-
-def _names() -> set[str]:
-    from ..models import list_models
-
-    return set(list_models())
+    return get_info(name).onnx_notes if is_model_name(name) else ""
 
 
 def _import(name: str):

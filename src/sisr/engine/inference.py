@@ -546,7 +546,12 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike | nn
                          compile=compile, progress=progress)
 
 
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
+GRAY_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
+
+
+def rgb_to_gray(y: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` -> ``(1, H, W)`` with the BT.601 luma weights (how gray images come back from RGB)."""
+    return (y * torch.tensor(GRAY_LUMA, dtype=y.dtype, device=y.device).view(3, 1, 1)).sum(0, keepdim=True)
 
 
 def upscale_array(image: np.ndarray, net: nn.Module, **run_options) -> np.ndarray:
@@ -577,7 +582,7 @@ def upscale_array(image: np.ndarray, net: nn.Module, **run_options) -> np.ndarra
         x = x.expand(3, -1, -1)
     y = run(net, x[None].contiguous(), **run_options)[0]
     if gray:
-        y = (y * torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(3, 1, 1)).sum(0, keepdim=True)
+        y = rgb_to_gray(y)
     y = y.cpu()
     if alpha is not None:
         a = _upscale_alpha(to_tensor(alpha[:, :, None])[0], y.shape[-2:])
