@@ -28,7 +28,6 @@ import datetime as _dt
 import hashlib
 import html
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -342,10 +341,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
 
 
-def _fmt_db(value: float) -> str:
-    return f"{value:.2f}" if math.isfinite(value) else "inf"
-
-
 def _write(out_dir: Path, columns: list[ReportModel], sets: Sequence[BenchmarkSet], images: list[_Image],
            info: dict[str, Any], overwrite: bool) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -456,7 +451,7 @@ def _html(columns, set_names, scores, charts, figures, info) -> str:
             s = scores[c.label][d]
             cls = ' class="best"' if s.psnr_y == best[d] else ""
             cells.append(f'<td{cls} data-dataset="{e(d)}" data-psnr="{s.psnr_y!r}" data-ssim="{s.ssim_y!r}">'
-                         f"{_fmt_db(s.psnr_y)} / {s.ssim_y:.4f}</td>")
+                         f"{s.psnr_y:.2f} / {s.ssim_y:.4f}</td>")
         out.append(f'<tr data-model="{e(c.label)}"><th scope="row">{e(c.label)}</th>{"".join(cells)}</tr>')
     out += ["</tbody>", "</table>", '<ul class="models">']
     for c in columns:
@@ -478,7 +473,7 @@ def _html(columns, set_names, scores, charts, figures, info) -> str:
         if image.dataset != current:
             current = image.dataset
             out.append(f'<h3 id="set-{e(_slug(current))}">{e(current)}</h3>')
-        summary = "; ".join(f"{e(label)} {_fmt_db(s.psnr_y)} dB / {s.ssim_y:.4f}" for label, s in per_image.items())
+        summary = "; ".join(f"{e(label)} {s.psnr_y:.2f} dB / {s.ssim_y:.4f}" for label, s in per_image.items())
         out.append(f'<figure class="image" id="{e(folder[len("crops/"):].replace("/", "-"))}" '
                    f'data-dataset="{e(image.dataset)}" data-image="{e(image.name)}">')
         out.append(f"<figcaption>{e(image.dataset)} / {e(image.name)} ({image.size[0]}x{image.size[1]}) "
@@ -494,7 +489,7 @@ def _html(columns, set_names, scores, charts, figures, info) -> str:
                     under = f"crop {k + 1}: x {l}, y {t}, {c}x{c}"
                     attr = ""
                 else:
-                    under = f'<span class="psnr">{_fmt_db(value)} dB</span>'
+                    under = f'<span class="psnr">{value:.2f} dB</span>'
                     attr = f' data-psnr="{value!r}"'
                 out.append(f'<figure class="crop" data-model="{e(label)}"{attr}><img src="{e(rel)}" '
                            f'alt="{e(label)}, crop {k + 1}" width="{c * info["zoom"]}" height="{c * info["zoom"]}">'
