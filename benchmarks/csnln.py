@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import sisr
+from sisr.engine.profile import count_model_flops
 from sisr.errors import SisrError
 from sisr.utils.fs import atomic_write_text
 
@@ -51,10 +51,7 @@ def build(path: str, device: str = "cpu") -> torch.nn.Module:
 
 def model_flops(size: int) -> int:
     """FLOPs of one forward (authors' formulation) on a size x size LR input, counted on the meta device."""
-    model = build("reference", "meta")
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, size, size, device="meta"))
-    return counter.get_total_flops()
+    return count_model_flops("csnln", SCALE, (size, size), hparams={"attention": "reference"})["flops"]
 
 
 def _current_rss() -> int:

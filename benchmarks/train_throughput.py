@@ -60,6 +60,7 @@ from sisr.engine.config import load_config
 from sisr.engine.train import TrainStep, make_optimizer, resolve_device, train
 from sisr.engine.trainer_log import read_log
 from sisr.models import count_parameters, create_model, get_info, has_parameters, list_models
+from sisr.utils.device import synchronize
 from sisr.utils.fs import atomic_write_text
 
 COLUMNS = {
@@ -105,10 +106,10 @@ class Variant:
 
     def timed(self) -> float:
         """Seconds of one training iteration."""
-        _sync(self.device)
+        synchronize(self.device)
         start = time.perf_counter()
         result = self.step(self.lr, self.hr)
-        _sync(self.device)
+        synchronize(self.device)
         if not result.stepped:
             raise RuntimeError(f"non-finite loss {result.loss}")
         return time.perf_counter() - start
@@ -156,11 +157,6 @@ def native_cpu_bf16() -> bool | None:
     except OSError:
         return None
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def data_throughput(folder: Path, scale: int, patch: int, batch: int, workers: int, batches: int,

@@ -56,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError
 from ..models.registry import count_parameters, create_model, get_info
-from ..utils.device import resolve_device
+from ..utils.device import resolve_device, synchronize
 from ..utils.fs import atomic_write_text, check_outputs
 
 HD_OUTPUT = (720, 1280)  # (H, W) of the output the "Mult-Adds" convention counts for
@@ -158,13 +158,6 @@ def _maxrss_kib() -> int:
     return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB elsewhere
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
-
-
 def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Peak memory of the first forward and runtimes of the timed ones, in this process.
 
@@ -179,7 +172,7 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     h, w = spec["input_hw"]
     x = torch.rand(1, 3, h, w, device=dev)
     gc.collect()
-    _sync(dev)
+    synchronize(dev)
 
     with torch.inference_mode():
         # first forward: peak memory
@@ -187,7 +180,7 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
             base = torch.cuda.memory_allocated(dev)
             torch.cuda.reset_peak_memory_stats(dev)
             model(x)
-            _sync(dev)
+            synchronize(dev)
             peak = torch.cuda.max_memory_allocated(dev) - base
             method = "CUDA allocator: max_memory_allocated during the first forward minus the allocation before it"
         elif dev.type == "cpu":
@@ -203,16 +196,16 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
                 method = "CPU RSS: growth of getrusage ru_maxrss over the first forward (a lower bound)"
         else:
             model(x)
-            _sync(dev)
+            synchronize(dev)
             peak, method = None, f"not measured on {dev.type}"
         for _ in range(int(spec["warmup"]) - 1):
             model(x)
-        _sync(dev)
+        synchronize(dev)
         times = []
         for _ in range(int(spec["runs"])):
             t0 = time.perf_counter()
             model(x)
-            _sync(dev)
+            synchronize(dev)
             times.append(time.perf_counter() - t0)
     return {
         "peak_memory_bytes": None if peak is None else int(peak),

@@ -94,6 +94,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (no-op on the CPU); for timing."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def release_cached_memory(device: torch.device) -> None:
     """Give cached blocks back after an out-of-memory error, so a retry sees them."""
     if device.type == "cuda":
