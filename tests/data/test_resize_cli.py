@@ -66,3 +66,11 @@ def test_png_output_needs_a_single_input_file(tmp_path, capsys):
     assert main(["resize", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "c.png"),
                  "--scale", "2"]) == 1
     assert "exactly one input file" in capsys.readouterr().err
+
+
+def test_an_output_that_would_replace_its_input_is_refused_even_with_overwrite(tmp_path, capsys):
+    write_image(tmp_path / "a.png", np.full((4, 4, 3), 7, np.uint8))
+    before = (tmp_path / "a.png").read_bytes()
+    assert main(["resize", str(tmp_path / "a.png"), "-o", str(tmp_path), "--scale", "0.5", "--overwrite"]) == 1
+    assert "would replace the input" in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == before

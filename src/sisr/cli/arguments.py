@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 
 def tile(value: str) -> int | str:
@@ -44,3 +45,36 @@ def command_line(command: str, args: argparse.Namespace, *, comma: tuple[str, ..
         else:
             parts += [flag, str(value)]
     return shlex.join(parts)
+
+
+def plan_outputs(inputs: list[str], output: Path, suffix: str) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """``(source, destination)`` pairs for the inputs, and one-line errors for inputs that cannot be used."""
+    from ..data.io import find_images
+
+    jobs: list[tuple[Path, Path]] = []
+    errors: list[str] = []
+    single_file = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix.lower() == ".png"
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = find_images(item)
+            if not found:
+                errors.append(f"{item}: no image files in this folder")
+            for src in found:
+                rel = src.relative_to(item)
+                jobs.append((src, output / rel.parent / f"{rel.stem}{suffix}.png"))
+        elif item.is_file():
+            jobs.append((item, output if single_file else output / f"{item.stem}{suffix}.png"))
+        else:
+            errors.append(f"{item}: no such file or folder")
+    seen: dict[Path, Path] = {}
+    unique = []
+    for src, dst in jobs:
+        key = dst.resolve()
+        if key == src.resolve():
+            errors.append(f"{src}: the output would replace the input (choose another -o or a --suffix)")
+        elif key in seen:
+            errors.append(f"{src}: output {dst} is also the output of {seen[key]} (use separate runs or a --suffix)")
+        else:
+            seen[key] = src
+            unique.append((src, dst))
+    return unique, errors

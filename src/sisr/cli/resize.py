@@ -41,39 +41,32 @@ def _size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..data.io import find_images, read_image, write_image
+    from ..data.io import read_image, write_image
     from ..data.resize import imresize
     from ..errors import ConfigError, SisrError
+    from .arguments import plan_outputs
 
     out = Path(args.output)
-    jobs: list[tuple[Path, Path]] = []  # (source, destination)
-    for item in map(Path, args.inputs):
-        if item.is_dir():
-            jobs += [(src, out / src.relative_to(item).parent / f"{src.stem}.png") for src in find_images(item)]
-        else:
-            jobs.append((item, out / f"{item.stem}.png"))
-    if out.suffix.lower() == ".png":
-        if len(jobs) != 1 or Path(args.inputs[0]).is_dir():
-            raise ConfigError(f"{out}: a .png output needs exactly one input file; give a folder instead")
-        jobs = [(jobs[0][0], out)]
-    if not jobs:
+    if out.suffix.lower() == ".png" and (len(args.inputs) != 1 or Path(args.inputs[0]).is_dir()):
+        raise ConfigError(f"{out}: a .png output needs exactly one input file; give a folder instead")
+    jobs, failed = plan_outputs(args.inputs, out, "")  # also refuses an output that would replace its input
+    for error in failed:
+        print(f"sisr resize: skipped {error}", file=sys.stderr)
+    if not jobs and not failed:
         raise ConfigError("no image files in the inputs")
 
-    failed = []
-    seen: dict[Path, Path] = {}
+    written = 0
     for src, dst in tqdm(jobs, desc="resize", unit="img", disable=None):
         try:
-            if dst in seen:
-                raise ConfigError(f"{src}: same output name as {seen[dst]} ({dst})")
-            seen[dst] = src
             img = read_image(src)
             if args.scale is not None:
                 result = imresize(img, args.scale, border=args.border)
             else:
                 result = imresize(img, output_size=args.size, border=args.border)
             write_image(dst, result, overwrite=args.overwrite)
+            written += 1
         except SisrError as exc:
             failed.append(str(exc))
             print(f"sisr resize: skipped {exc}", file=sys.stderr)
-    print(f"{len(jobs) - len(failed)} written, {len(failed)} failed -> {out}")
+    print(f"{written} written, {len(failed)} failed -> {out}")
     return 1 if failed else 0

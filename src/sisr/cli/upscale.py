@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, SisrError
-from .arguments import tile
+from .arguments import plan_outputs, tile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,39 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster runs)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--suffix", default="", help="added to each output name before .png (e.g. _x4)")
-
-
-def plan_outputs(inputs: list[str], output: Path, suffix: str) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """``(source, destination)`` pairs for the inputs, and one-line errors for inputs that cannot be used."""
-    from ..data.io import find_images
-
-    jobs: list[tuple[Path, Path]] = []
-    errors: list[str] = []
-    single_file = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix.lower() == ".png"
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = find_images(item)
-            if not found:
-                errors.append(f"{item}: no image files in this folder")
-            for src in found:
-                rel = src.relative_to(item)
-                jobs.append((src, output / rel.parent / f"{rel.stem}{suffix}.png"))
-        elif item.is_file():
-            jobs.append((item, output if single_file else output / f"{item.stem}{suffix}.png"))
-        else:
-            errors.append(f"{item}: no such file or folder")
-    seen: dict[Path, Path] = {}
-    unique = []
-    for src, dst in jobs:
-        key = dst.resolve()
-        if key == src.resolve():
-            errors.append(f"{src}: the output would replace the input (choose another -o or a --suffix)")
-        elif key in seen:
-            errors.append(f"{src}: output {dst} is also the output of {seen[key]} (use separate runs or a --suffix)")
-        else:
-            seen[key] = src
-            unique.append((src, dst))
-    return unique, errors
 
 
 def run(args: argparse.Namespace) -> int:
