@@ -188,6 +188,19 @@ def _as_rgb8(img: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(to_rgb(img))
 
 
+def default_roots() -> list[Path]:
+    """Where benchmark sets are looked for when no root is given: ``$SISR_DATASETS``, ``./datasets``,
+    ``../shared/datasets`` beside the checkout."""
+    roots = [Path(os.environ["SISR_DATASETS"])] if os.environ.get("SISR_DATASETS") else []
+    checkout = Path(__file__).resolve().parents[3]
+    return roots + [Path("datasets"), checkout.parent / "shared" / "datasets"]
+
+
+def find_root(datasets: Sequence[str], roots: Sequence[Path] | None = None) -> Path | None:
+    """The first of ``roots`` (default :func:`default_roots`) holding ``<set>/HR`` for every set, or None."""
+    return next((r for r in (roots or default_roots()) if all((r / d / "HR").is_dir() for d in datasets)), None)
+
+
 def list_sets(root: str | os.PathLike) -> list[str]:
     """Names of the folders under ``root`` that have an ``HR`` sub-folder."""
     root = Path(root)

@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .. import __version__
-from ..data.benchmark import BenchmarkSet, DatasetError
+from ..data.benchmark import BenchmarkSet, DatasetError, default_roots, find_root
 from ..data.io import image_to_tensor, tensor_to_image
 from ..errors import ConfigError, ModelError, WeightsError
 from ..metrics import CONVENTION, psnr, rgb_to_y
@@ -205,13 +205,11 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 def _find_root(data_root: str | os.PathLike | None, datasets: Sequence[str]) -> Path:
     if data_root is not None:
         return Path(data_root)
-    from .train import default_datasets_roots
-
-    roots = default_datasets_roots()
-    for r in roots:
-        if all((r / d / "HR").is_dir() for d in datasets):
-            return r
-    raise DatasetError(f"sets {', '.join(datasets)} not found together in any of {', '.join(map(str, roots))} "
+    found = find_root(datasets)
+    if found is not None:
+        return found
+    roots = ", ".join(map(str, default_roots()))
+    raise DatasetError(f"sets {', '.join(datasets)} not found together in any of {roots} "
                        f"(give the data root: --data-root DIR)")
 
 

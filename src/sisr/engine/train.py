@@ -220,24 +220,17 @@ class _StopSignals:
 # --------------------------------------------------------------------------- validation
 
 
-def default_datasets_roots() -> list[Path]:
-    """Where validation sets are looked for when ``val.root`` is not set."""
-    roots = [Path(os.environ["SISR_DATASETS"])] if os.environ.get("SISR_DATASETS") else []
-    checkout = Path(__file__).resolve().parents[3]
-    return roots + [Path("datasets"), checkout.parent / "shared" / "datasets"]
-
-
 class Validator:
     """Y PSNR/SSIM (papers' convention, shave = scale) of a network on one benchmark set."""
 
     def __init__(self, set_name: str, scale: int, *, root: str | None, degradation: str = "BI",
                  noise_level: float = 30.0, tile: int | None = None, device: torch.device):
-        from ..data.benchmark import BenchmarkSet, DatasetError
+        from ..data.benchmark import BenchmarkSet, DatasetError, default_roots, find_root
         from ..data.io import image_to_tensor
         from ..data.training import made_lr
 
-        roots = [Path(root)] if root else default_datasets_roots()
-        found = next((r for r in roots if (r / set_name / "HR").is_dir()), None)
+        roots = [Path(root)] if root else default_roots()
+        found = find_root([set_name], roots)
         if found is None:
             raise ConfigError(f"val.set: {set_name} not found in {', '.join(map(str, roots))} "
                               f"(set val.root=FOLDER, or val.every=0 to train without validation)")
