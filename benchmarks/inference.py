@@ -241,8 +241,8 @@ class Traffic(TorchDispatchMode):
 
 def model_cost(name: str, scale: int, size: tuple[int, int], tiny: bool = False) -> dict:
     """FLOPs and byte estimates of one forward on a (1, 3, *size) input, on the meta device."""
-    torch.manual_seed(0)
-    model = create_model(name, scale=scale, **(get_info(name).tiny if tiny else {})).eval().to("meta")
+    with torch.device("meta"):  # no weights initialised: shapes are all that is needed
+        model = create_model(name, scale=scale, **(get_info(name).tiny if tiny else {})).eval().to("meta")
     x = torch.empty(1, 3, *size, device="meta")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
