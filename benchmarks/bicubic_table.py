@@ -31,7 +31,7 @@ import torch
 
 from sisr.data.io import image_to_tensor, tensor_to_image
 from sisr.data.resize import imresize
-from sisr.engine.evaluate import evaluate
+from sisr.evaluation.protocol import evaluate
 from sisr.utils.fs import atomic_write_text
 
 LITERATURE = {

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 import sisr
-from sisr.engine.profile import count_model_flops
+from sisr.evaluation.profile import count_model_flops
 from sisr.errors import SisrError
 from sisr.utils.fs import atomic_write_text
 

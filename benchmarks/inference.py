@@ -1,7 +1,7 @@
 """Whole-model inference: eager fp32 against the optimised path, for every registry model.
 
 Every model is built at full size with random weights (seed 0), batch 1, and run through
-``sisr.engine.inference.run`` (the path ``sisr upscale`` takes) in these variants:
+``sisr.inference.forward.run`` (the path ``sisr upscale`` takes) in these variants:
 
 * ``eager``: fp32, contiguous (NCHW) tensors, no compilation (the reference);
 * ``optimised``: channels_last and bf16 autocast (where the model lists bf16 in
@@ -57,7 +57,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from sisr.engine.inference import run
+from sisr.inference.forward import run
 from sisr.models import count_parameters, create_model, get_info, list_models
 from sisr.utils.device import resolve_device
 from sisr.utils.fs import atomic_write_text

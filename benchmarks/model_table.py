@@ -10,7 +10,7 @@
   of the four papers gives one. Papers round (K or M), so the difference is against a rounded number.
 * MACs: ``torch.utils.flop_counter.FlopCounterMode`` on the ``meta`` device (no arithmetic), FLOPs / 2,
   for a ``round(720/s) x round(1280/s)`` input (x3: 240x427 -> 720x1281 output); see
-  ``sisr.engine.profile``. Only convolutions, matrix products and attention are counted.
+  ``sisr.evaluation.profile``. Only convolutions, matrix products and attention are counted.
 * CSNLN: the table's figure counts ``attention="reference"``, the authors' formulation. The default
   fast path is counted too (with one attention block per call, which does not change the count, only
   the Python loop on ``meta``) and must exceed the reference by exactly the documented extra of its
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from sisr.engine.profile import count_flops_meta_first, count_model_flops, hd_input_hw
+from sisr.evaluation.profile import count_flops_meta_first, count_model_flops, hd_input_hw
 from sisr.models.registry import create_model, get_info, list_models
 from sisr.utils.fs import atomic_write_text
 

@@ -2,7 +2,7 @@
 
 Each model is built at full size from its recipe (``src/sisr/recipes/<model>.yaml``, LR patch
 and batch; ``--scale``, default 2) and trained on random batches with the engine's own step
-(:class:`sisr.engine.train.TrainStep`: forward, L1, backward, Adam step), so the figures are
+(:class:`sisr.training.trainer.TrainStep`: forward, L1, backward, Adam step), so the figures are
 those of ``sisr train`` without the data pipeline (measured separately, last table). Columns:
 
 * ``fp32``: eager, float32 (the reference);
@@ -27,7 +27,7 @@ are then timed for the small models only (``--cpu-bf16`` times them all). ``--de
     .venv/bin/python benchmarks/train_throughput.py --device cuda --json benchmarks/results/train_cuda.json
 
 Loss agreement (``--loss-check``): two fixed-seed runs of the real training engine
-(``sisr.engine.train.train``, same seed, same batches from ``--data``, no validation), eager fp32
+(``sisr.training.trainer.train``, same seed, same batches from ``--data``, no validation), eager fp32
 and the ``--loss-column`` (default ``optimised``); the loss log (mean of every ``--loss-log-every``
 iterations) of one against the other: the largest relative difference of a logged window and that
 of the mean over the whole run. Target: within 2 %. The it/s ratio is that of the engine's logged
@@ -56,9 +56,9 @@ from pathlib import Path
 
 import torch
 
-from sisr.engine.config import load_config
-from sisr.engine.train import TrainStep, make_optimizer, resolve_device, train
-from sisr.engine.trainer_log import read_log
+from sisr.training.config import load_config
+from sisr.training.trainer import TrainStep, make_optimizer, resolve_device, train
+from sisr.training.log import read_log
 from sisr.models import count_parameters, create_model, get_info, has_parameters, list_models
 from sisr.utils.device import synchronize
 from sisr.utils.fs import atomic_write_text

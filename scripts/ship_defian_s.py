@@ -5,7 +5,7 @@ The whole pipeline of the trained-weights issue in one command:
 1. ``sisr.train`` defian-s x2 from scratch on every training set under DATA (T91, BSD200,
    General100; never a test set), then x3 and x4 initialised from the x2 body (``model.init``,
    as the EDSR authors do).
-2. ``sisr.engine.evaluate`` each scale on Set5, Set14, B100 (paper protocol), with and
+2. ``sisr.evaluation.protocol`` each scale on Set5, Set14, B100 (paper protocol), with and
    without self-ensemble.
 3. ``package_pretrained``: float16 copies with the training data, iterations, device, metrics and
    this command in their metadata, into ``--dest`` (the package's ``src/sisr/pretrained`` for a
@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-from sisr.engine.evaluate import evaluate, save_results
-from sisr.engine.train import train
+from sisr.evaluation.protocol import evaluate, save_results
+from sisr.training.trainer import train
 from sisr.utils.device import resolve_device
 from sisr.utils.fs import atomic_write_text
-from sisr.weights.pretrained import package_pretrained
+from sisr.weights.package import package_pretrained
 
 TRAINING_SETS = ("T91", "BSD200", "General100")
 

@@ -25,17 +25,17 @@ _API = {
     "list_models": "sisr.models",
     "get_info": "sisr.models",
     "count_parameters": "sisr.models",
-    "load_model": "sisr.engine.loading",
-    "upscale": "sisr.engine.inference",
+    "load_model": "sisr.weights.loading",
+    "upscale": "sisr.inference.images",
     "imresize": "sisr.data.resize",
     "degrade": "sisr.data.degrade",
     "read_image": "sisr.data.io",
     "write_image": "sisr.data.io",
     "psnr": "sisr.metrics",
     "ssim": "sisr.metrics",
-    "evaluate": "sisr.engine.evaluate",
-    "train": "sisr.engine.train",
-    "profile": "sisr.engine.profile",
+    "evaluate": "sisr.evaluation.protocol",
+    "train": "sisr.training.trainer",
+    "profile": "sisr.evaluation.profile",
 }
 
 __all__ = ["__version__", *_API]

@@ -9,7 +9,7 @@ The reference is the MATLAB evaluation of the RCAN/EDSR line of papers
 * a gray image (``(H, W)`` or ``(H, W, 1)``) is its own luma, ``im2double(img) * 255``,
   as in the authors' script (the benchmark reader replicates gray images to RGB, as the
   EDSR/RCAN code does, so ``sisr eval`` uses the formula above unless asked to score
-  them as gray: see ``sisr.engine.evaluate``);
+  them as gray: see ``sisr.evaluation.protocol``);
 * ``shave`` pixels are cut from every border before scoring (papers: shave = scale);
 * the SR image is quantised to uint8 first; float input is taken to be in [0, 1] and
   becomes ``round(clip(x, 0, 1) * 255)`` with round half to even (EDSR's ``quantize``

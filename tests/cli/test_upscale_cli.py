@@ -9,7 +9,7 @@ import torch
 import sisr
 from sisr.cli import main
 from sisr.data.io import read_image, write_image
-from sisr.engine.inference import upscale
+from sisr.inference.images import upscale
 from sisr.weights import save_weights
 
 

@@ -161,7 +161,7 @@ def test_declared_precisions(precision):
     x = torch.rand(2, 3, 9, 7)
     with torch.no_grad():
         ref = model(x)
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):  # as sisr.engine.inference
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):  # as sisr.inference
             mixed = model(x).float()
         low = model.to(dtype)(x.to(dtype)).float()
     for out in (mixed, low):

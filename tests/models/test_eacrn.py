@@ -144,7 +144,7 @@ def test_tiny_model_in_reduced_precision_is_close_to_fp32(precision):
     with torch.no_grad():
         ref = model(x)
         dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-        if precision.endswith("autocast"):  # how sisr.engine.inference runs reduced precision
+        if precision.endswith("autocast"):  # how sisr.inference runs reduced precision
             with torch.autocast("cpu", dtype=dtype):
                 out = model(x)
         else:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import sisr
 from sisr.cli import main
-from sisr.engine.loading import load_model
+from sisr.weights.loading import load_model
 from sisr.errors import WeightsError
 from sisr.models import get_info
 from sisr.weights import read_metadata, save_weights

@@ -8,13 +8,14 @@ import torch
 
 from sisr.data.io import read_image
 from sisr.data.resize import imresize
-from sisr.engine.inference import upscale_array
-from sisr.engine.loading import load_model
+from sisr.inference.images import upscale_array
+from sisr.weights.loading import load_model
 from sisr.errors import WeightsError
 from sisr.metrics import psnr
 from sisr.models import create_model, get_info
 from sisr.weights import read_metadata, save_weights
-from sisr.weights.pretrained import available_pretrained, package_pretrained
+from sisr.weights.package import package_pretrained
+from sisr.weights.pretrained import available_pretrained
 
 
 def _trained_file(tmp_path):

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.chart import render_chart
     from ..data.io import write_image
     from ..data.resize import imresize
-    from ..engine.inference import resolve_model, upscale_array
+    from ..inference.images import resolve_model, upscale_array
     from ..metrics import psnr, ssim
 
     out = Path(args.output)

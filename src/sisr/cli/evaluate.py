@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import RESULT_FILES, evaluate, save_results
+    from ..evaluation.protocol import RESULT_FILES, evaluate, save_results
     from ..utils.fs import check_outputs
 
     if args.output:

@@ -5,7 +5,7 @@
 
 The graph takes ``lr`` (float32 RGB in [0, 1], N x 3 x H x W) and gives ``sr`` (N x 3 x sH x sW).
 With onnxruntime installed it is checked against PyTorch at two input sizes before it is written
-(:mod:`sisr.engine.export`). Needs the optional packages: ``pip install 'sisr[onnx]'``.
+(:mod:`sisr.inference.export`). Needs the optional packages: ``pip install 'sisr[onnx]'``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.export import (INSTALL_HINT, ExportError, export_onnx, onnx_unsupported_reason,
+    from ..inference.export import (INSTALL_HINT, ExportError, export_onnx, onnx_unsupported_reason,
                                  onnxruntime_available, require_onnx)
-    from ..engine.loading import is_model_name, load_model
+    from ..weights.loading import is_model_name, load_model
     from ..utils.fs import OutputExistsError
 
     output = Path(args.output)

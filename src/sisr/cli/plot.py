@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..engine.trainer_log import plot_runs
+    from ..training.log import plot_runs
     from ..errors import ConfigError
 
     if args.out is None and len(args.runs) > 1:

@@ -1,7 +1,7 @@
 """sisr profile: parameters, FLOPs/MACs, peak memory and runtime per model (CRAN Table 7 layout).
 
 Prints a Markdown table (one column per model) and writes ``profile.json`` and ``profile.md``
-into one folder (default ``results/profile-x<s>-<time>``). See ``sisr.engine.profile`` for what
+into one folder (default ``results/profile-x<s>-<time>``). See ``sisr.evaluation.profile`` for what
 each figure is and how it is measured.
 """
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.profile import check_output, parse_hw, profile, save_profile
+    from ..evaluation.profile import check_output, parse_hw, profile, save_profile
 
     if args.output:
         check_output(args.output, overwrite=args.overwrite)  # before spending minutes on the models

@@ -2,7 +2,7 @@
 
 Writes ``DIR/index.html`` (metrics table, PSNR bar charts, zoomed crops per image with PSNR
 per crop; bicubic always included) plus the PNGs it links to and ``metrics.json``; see
-:mod:`sisr.engine.report`.
+:mod:`sisr.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _weights(entries: list[str], models: list[str]) -> dict[str, str]:
-    from ..engine.loading import is_model_name
+    from ..weights.loading import is_model_name
     from ..errors import ConfigError
 
     out: dict[str, str] = {}
@@ -60,7 +60,7 @@ def _weights(entries: list[str], models: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.report import make_report
+    from ..evaluation.report import make_report
 
     index = make_report(
         args.models, args.datasets, args.scale, args.output, data_root=args.data_root,

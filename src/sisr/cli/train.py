@@ -13,7 +13,7 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..engine.config import list_recipes
+    from ..training.config import list_recipes
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (f"recipes: {', '.join(list_recipes())}\n"
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.config import load_config
+    from ..training.config import load_config
     from ..errors import ConfigError
 
     if args.config is None and not (args.resume and args.run_dir):
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         source = args.config if args.config is not None else Path(args.run_dir) / "config.yaml"
         print(load_config(source, args.overrides).to_yaml(), end="")
         return 0
-    from ..engine.train import train
+    from ..training.trainer import train
 
     run_dir = train(args.config, args.overrides, run_dir=args.run_dir, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0

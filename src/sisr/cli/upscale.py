@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..data.io import read_image, write_image
-    from ..engine.inference import check_precision, model_device, resolve_model, upscale_array
+    from ..inference.images import resolve_model, upscale_array
+    from ..inference.network import check_precision, model_device
     from ..utils.device import resolve_device
 
     if args.chop and args.tile is not None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sisr.engine.train import train
+from sisr.training.trainer import train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

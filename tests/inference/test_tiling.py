@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 import sisr
-from sisr.engine import inference
-from sisr.engine.inference import InferenceOutOfMemory, run, tile_starts, tile_window
+from sisr.inference import network, tiling
+from sisr.inference.forward import run
+from sisr.inference.network import InferenceOutOfMemory
+from sisr.inference.tiling import tile_starts, tile_window
 from sisr.errors import ConfigError
 
 GREY = 1 / 255
@@ -131,9 +133,9 @@ def test_bad_tile_options_are_clear_errors(kwargs, match):
 
 
 def test_estimate_memory_sees_linear_and_quadratic_costs():
-    runner = inference._Runner(tiny("edsr-baseline"), torch.device("cpu"), None, False, False)
+    runner = network.Runner(tiny("edsr-baseline"), torch.device("cpu"), None, False, False)
     with torch.inference_mode():
-        linear, quadratic = inference.estimate_memory(runner)
+        linear, quadratic = tiling.estimate_memory(runner)
     assert linear > 8 * 4 and quadratic == 0  # at least one 8-channel float map per pixel
 
     class Attention(nn.Module):  # all pixel pairs: an (HW x HW) score matrix
@@ -142,9 +144,9 @@ def test_estimate_memory_sees_linear_and_quadratic_costs():
             a = torch.softmax(f.transpose(1, 2) @ f, -1)
             return (f @ a).view_as(x).repeat_interleave(2, -1).repeat_interleave(2, -2)
 
-    runner = inference._Runner(Attention(), torch.device("cpu"), None, False, False)
+    runner = network.Runner(Attention(), torch.device("cpu"), None, False, False)
     with torch.inference_mode():
-        linear, quadratic = inference.estimate_memory(runner)
+        linear, quadratic = tiling.estimate_memory(runner)
     assert quadratic >= 4  # at least one float32 score per pixel pair
 
 
@@ -157,7 +159,7 @@ def test_auto_tile_fits_the_free_memory_and_matches_whole(monkeypatch):
     run(model, x, tile="auto")  # plenty of memory: one pass over the whole image (after the probes)
     assert calls[-1] == (150, 120)
     calls.clear()
-    monkeypatch.setattr(inference, "free_memory", lambda device: 12_000_000)
+    monkeypatch.setattr(tiling, "free_memory", lambda device: 12_000_000)
     auto = run(model, x, tile="auto")
     tiles = [c for c in calls if c not in ((16, 16), (32, 32))]
     assert len(tiles) > 1 and max(max(c) for c in tiles) < 150

@@ -1,4 +1,4 @@
-"""sisr.engine.report: page structure, linked files, scores equal to evaluate(), crops, rendering."""
+"""sisr.evaluation.report: page structure, linked files, scores equal to evaluate(), crops, rendering."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from PIL import Image
 import sisr
 from sisr.data.benchmark import BenchmarkSet, DatasetError
 from sisr.data.io import image_to_tensor, tensor_to_image, write_image
-from sisr.engine.evaluate import evaluate
-from sisr.engine.report import make_report, select_crops
+from sisr.evaluation.protocol import evaluate
+from sisr.evaluation.report import make_report, select_crops
 from sisr.metrics import psnr
 from sisr.models import get_info
 from sisr.utils.fs import OutputExistsError

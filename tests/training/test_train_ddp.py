@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from sisr.engine.config import load_config
-from sisr.engine.train import Trainer
+from sisr.training.config import load_config
+from sisr.training.trainer import Trainer
 
 cfg, run = load_config(sys.argv[1]), Path(sys.argv[2])
 trainer = Trainer(cfg, run)  # creates the gloo process group from torchrun's environment
@@ -61,7 +61,7 @@ def test_two_process_ddp_matches_a_single_process_run(tmp_path):
     assert [r["iteration"] for r in records if r["type"] == "train"] == [2, 4, 6, 8]  # one process logs
 
     # each process saw half of every global batch of 8: together they trained as one process does
-    from sisr.engine.train import train
+    from sisr.training.trainer import train
 
     single = train(cfg, run_dir=tmp_path / "single")
     reference, _ = load_weights(single / "latest.safetensors")

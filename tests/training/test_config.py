@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sisr.engine.config import (
+from sisr.training.config import (
     Config,
     from_dict,
     list_recipes,

@@ -1,4 +1,4 @@
-"""sisr.engine.evaluate: scores, forward paths, model sources, result files, and the bicubic rows of the papers."""
+"""sisr.evaluation.protocol: scores, forward paths, model sources, result files, and the bicubic rows of the papers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 
 import sisr
 from sisr.data.io import image_to_tensor, tensor_to_image, write_image
-from sisr.engine.evaluate import evaluate, save_results
-from sisr.engine.inference import run
+from sisr.evaluation.protocol import evaluate, save_results
+from sisr.inference.forward import run
 from sisr.errors import ConfigError, ModelError
 from sisr.metrics import psnr, ssim
 from sisr.models import create_model, get_info

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageColor
 
-from sisr.engine.trainer_log import plot_runs, read_log
+from sisr.training.log import plot_runs, read_log
 from sisr.errors import SisrError
 from sisr.utils.fs import OutputExistsError
 from sisr.utils.plot import PALETTE, bar_chart, format_tick, line_chart, nice_ticks, png_bytes, save_png
@@ -103,7 +103,7 @@ def test_run_plots_from_logs(tmp_path):
 
 
 def test_runs_with_the_same_folder_name_get_one_curve_each(tmp_path, monkeypatch):
-    from sisr.engine import trainer_log
+    from sisr.training import log as trainer_log
 
     runs = [tmp_path / parent / "edsr-x2" for parent in ("a", "b")]
     for run in runs:

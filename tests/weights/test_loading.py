@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sisr
-from sisr.engine.loading import available_pretrained, load_model
+from sisr.weights.loading import available_pretrained, load_model
 from sisr.errors import ModelError, WeightsError
 from sisr.weights import save_weights
 

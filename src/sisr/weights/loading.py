@@ -21,9 +21,9 @@ from ..errors import WeightsError
 from ..models import create_model, get_info, has_parameters
 from ..models.registry import MODULES
 from ..utils.device import resolve_device
-from ..weights import FORMAT, load_weights, read_metadata
-from ..weights.official import is_safetensors, load_official, load_strict
-from ..weights.pretrained import available_pretrained, missing_weights_error, pretrained_path
+from . import FORMAT, load_weights, read_metadata
+from .official import is_safetensors, load_official, load_strict
+from .pretrained import available_pretrained, missing_weights_error, pretrained_path
 
 __all__ = ["load_model", "pretrained_path", "available_pretrained", "is_model_name"]
 

@@ -14,7 +14,7 @@
 * every ``log.every`` iterations a log record (JSONL, CSV, TensorBoard), every ``val.every`` a
   validation (Y PSNR/SSIM in the papers' convention on ``val.set``, default Set5 at the run's
   scale), every ``train.checkpoint_every`` a crash-safe checkpoint
-  (:mod:`sisr.engine.trainer_checkpoint`), and PNG curves in ``plots/``;
+  (:mod:`sisr.training.checkpoint`), and PNG curves in ``plots/``;
 * an existing run directory with the same config (up to the keys in
   ``config.RESUME_SAFE``) is resumed from its last checkpoint: the weights after resuming
   equal those of an uninterrupted run (CPU, float tolerance). Ctrl-C / SIGTERM stop after the
@@ -52,9 +52,9 @@ from ..models import create_model
 from ..utils.fs import atomic_write_text
 from ..weights import load_weights, save_weights
 from .config import Config, ScheduleConfig, load_config, read_yaml, resume_conflicts
-from .inference import PRECISIONS
-from .trainer_checkpoint import RunPaths, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .trainer_log import RunLog, plot_runs, truncate_logs
+from ..inference.network import PRECISIONS
+from .checkpoint import RunPaths, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .log import RunLog, plot_runs, truncate_logs
 
 
 class TrainingError(SisrError):
@@ -253,7 +253,7 @@ class Validator:
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         from ..metrics import psnr_y_batch, ssim_y_batch
-        from .inference import run
+        from ..inference.forward import run
 
         psnrs, ssims = [], []
         for _, lr, hr in self.items:  # run() evaluates in eval mode and restores the mode

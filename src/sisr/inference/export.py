@@ -33,7 +33,7 @@ import torch
 
 from ..errors import SisrError
 from ..utils.fs import OutputExistsError, atomic_write_bytes
-from .loading import is_model_name
+from ..weights.loading import is_model_name
 
 __all__ = ["ExportError", "OnnxExport", "export_onnx", "onnx_unsupported_reason", "onnx_notes",
            "require_onnx", "onnxruntime_available", "INPUT_NAME", "OUTPUT_NAME", "TRACE_SHAPE", "CHECK_SHAPES"]

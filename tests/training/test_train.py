@@ -20,10 +20,10 @@ from testing_utils import tiny_train_config
 
 import sisr
 from sisr.data.io import write_image
-from sisr.engine import train as train_module
-from sisr.engine.config import ScheduleConfig, load_config
-from sisr.engine.loading import load_model
-from sisr.engine.train import TrainingError, TrainStep, load_init, lr_factor, train
+from sisr.training import trainer as train_module
+from sisr.training.config import ScheduleConfig, load_config
+from sisr.weights.loading import load_model
+from sisr.training.trainer import TrainingError, TrainStep, load_init, lr_factor, train
 from sisr.errors import ConfigError
 from sisr.weights import load_weights, read_metadata
 
@@ -285,7 +285,7 @@ def test_init_from_weights_loads_what_fits(data, tmp_path, capsys):
 
 def test_bd_degradation_trains_and_validates_on_made_lr(data, tmp_path):
     from sisr.data.degrade import degrade
-    from sisr.engine.train import Validator
+    from sisr.training.trainer import Validator
 
     validator = Validator("Val", 2, root=str(data / "bench"), degradation="BD", device=torch.device("cpu"))
     assert "LR made by sisr.data.degrade" in validator.source

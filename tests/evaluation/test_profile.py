@@ -1,4 +1,4 @@
-"""sisr.engine.profile: FLOP counting (meta vs real, against arithmetic), memory, timing, outputs."""
+"""sisr.evaluation.profile: FLOP counting (meta vs real, against arithmetic), memory, timing, outputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sisr.engine.profile import (
+from sisr.evaluation.profile import (
     check_output, count_flops, count_flops_meta_first, count_model_flops, flop_counter, hd_input_hw, parse_hw,
     profile, save_profile,
 )

@@ -10,7 +10,8 @@ from torch import nn
 import sisr
 from sisr.data.io import image_to_tensor, tensor_to_image, write_image
 from sisr.data.resize import imresize
-from sisr.engine.inference import default_model, run, upscale
+from sisr.inference.forward import run
+from sisr.inference.images import default_model, upscale
 from sisr.errors import ConfigError, ImageError
 from sisr.utils.device import DeviceError, is_out_of_memory, resolve_device
 from sisr.weights import save_weights

@@ -231,7 +231,7 @@ def measure_isolated(spec: Mapping[str, Any]) -> dict[str, Any]:
     package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the sisr package
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from sisr.engine.profile import _worker_main; sys.exit(_worker_main())"],
+        [sys.executable, "-c", "import sys; from sisr.evaluation.profile import _worker_main; sys.exit(_worker_main())"],
         input=json.dumps(dict(spec)), capture_output=True, text=True, env=env,
     )
     for line in proc.stdout.splitlines():

@@ -10,7 +10,7 @@ options, software versions, device, model name, weights file and its SHA-256).
 
 The network runs as a plain ``model(x)`` under ``torch.inference_mode`` unless
 self-ensemble, chop, tiling or a reduced precision is asked for; then it goes through
-:func:`sisr.engine.inference.run`.
+:func:`sisr.inference.forward.run`.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from ..models.registry import count_parameters, get_info
 from ..utils.device import resolve_device
 from ..utils.fs import atomic_write_text, check_outputs
 from ..weights.official import sha256_file
-from .inference import rgb_to_gray
-from .loading import is_model_name, load_model
+from ..inference.images import rgb_to_gray
+from ..weights.loading import is_model_name, load_model
 
 QUANTISATION = "SR clamped to [0, 1], x255, rounded half to even to uint8 before scoring (EDSR quantize)"
 GRAY_IMAGES = {
@@ -316,7 +316,7 @@ def _forward(net: torch.nn.Module, lr: np.ndarray, dev: torch.device, run_option
         with torch.inference_mode():
             y = net(x)
     else:
-        from .inference import run
+        from ..inference.forward import run
 
         y = run(net, x, **run_options)
     return y[0].float().cpu()  # waits for the device

@@ -26,7 +26,7 @@ import yaml
 
 from ..errors import ConfigError
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 @dataclass
@@ -127,7 +127,7 @@ RESUME_SAFE = ("train.iterations", "train.checkpoint_every", "train.keep_checkpo
 
 
 def list_recipes() -> list[str]:
-    """Names of the shipped recipes (``src/sisr/recipes/*.yaml``)."""
+    """Names of the shipped recipes (``src/sisr/training/recipes/*.yaml``)."""
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 

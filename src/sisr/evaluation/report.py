@@ -3,13 +3,13 @@
 ``make_report(["edsr-baseline", "run/best.safetensors"], ["Set5", "Set14"], 4, "report/")`` writes::
 
     report/index.html                        the page (inline CSS, relative links to the files below)
-    report/metrics.json                      every model's sisr.engine.evaluate results and the crop windows
+    report/metrics.json                      every model's sisr.evaluation.protocol results and the crop windows
     report/charts/psnr.png                   mean PSNR per model and set
     report/charts/psnr_<set>.png             PSNR per model and image of one set
     report/crops/<set>/<image>/overview.png  the HR image, reduced, with the crops outlined
     report/crops/<set>/<image>/c<k>_<i>_<model>.png  crop k of column i (HR, bicubic, models), zoomed
 
-Scores are those of :func:`sisr.engine.evaluate.evaluate` (paper protocol: Y PSNR/SSIM, shave =
+Scores are those of :func:`sisr.evaluation.protocol.evaluate` (paper protocol: Y PSNR/SSIM, shave =
 scale, SR quantised to uint8), one call per model; ``bicubic`` is always included. The crops are
 cut from the very outputs that ``evaluate`` scores: each network runs inside a wrapper that
 keeps the windows of its quantised output.
@@ -48,8 +48,8 @@ from ..models.registry import MODULES
 from ..utils.device import resolve_device
 from ..utils.fs import OutputExistsError, atomic_write_text
 from ..utils.plot import bar_chart, font, save_png
-from .evaluate import EvalResults, _json_safe, evaluate
-from .loading import load_model
+from .protocol import EvalResults, _json_safe, evaluate
+from ..weights.loading import load_model
 
 __all__ = ["make_report", "select_crops", "ReportModel"]
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 import sisr
 from sisr.cli import main
-from sisr.engine import export as ex
+from sisr.inference import export as ex
 from sisr.models.registry import get_info, list_models
 from sisr.weights import save_weights
 

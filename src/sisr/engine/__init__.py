@@ -1,1 +1,0 @@
-"""Engine: inference, evaluation, training and profiling. Knows nothing of particular models."""

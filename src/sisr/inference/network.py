@@ -1,0 +1,107 @@
+"""How a network is called: its device, autocast precision, channels_last, compile, and out-of-memory errors."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, SisrError
+from ..utils.device import is_out_of_memory, release_cached_memory
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class InferenceOutOfMemory(SisrError):
+    """The network does not fit in memory at the requested size."""
+
+
+class Runner:
+    """Calls the network: moves the input to its device, autocast, fp32 result on the input's device."""
+
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype | None,
+                 channels_last: bool, compile: bool):
+        self.eager = model
+        self.device = device
+        self.dtype = dtype
+        self.channels_last = channels_last
+        if channels_last:
+            model.to(memory_format=torch.channels_last)  # in place; values unchanged
+        self.fn = _compiled_model(model) if compile else model
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def __call__(self, x: torch.Tensor, fn: Callable | None = None) -> torch.Tensor:
+        arg, src = x, x.device
+        x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            y = (fn or self.fn)(x)
+        y = y.float().to(src)
+        if y.untyped_storage().data_ptr() == arg.untyped_storage().data_ptr():
+            y = y.clone()  # a network that returns its input: results are written in place later
+        return y
+
+
+def _compiled_model(model: nn.Module) -> Callable:
+    """``torch.compile(model)``, made once and kept on the module (outside its sub-modules and state_dict)."""
+    fn = model.__dict__.get("_sisr_compiled")
+    if fn is None:
+        fn = torch.compile(model)
+        object.__setattr__(model, "_sisr_compiled", fn)
+    return fn
+
+
+def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torch.device:
+    """Device of the network's first parameter or buffer; ``fallback`` for networks with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device(fallback)
+
+
+def model_name(model: nn.Module) -> str | None:
+    spec = getattr(model, "sisr_spec", None)
+    return getattr(spec, "name", None)
+
+
+def model_info(model: nn.Module):
+    name = model_name(model)
+    if name is None:
+        return None
+    from ..models import get_info
+
+    return get_info(name)
+
+
+def check_precision(model: nn.Module, precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``precision``; ``ConfigError`` if the model or the device does not support it."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
+    info = model_info(model)
+    if info is not None and precision not in info.precisions:
+        raise ConfigError(f"model '{info.name}' does not support {precision} (supported: {', '.join(info.precisions)})")
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("fp16 is not supported on the CPU (use bf16 or fp32, or a GPU)")
+    return PRECISIONS[precision]
+
+
+def call_checked(runner: Runner, x: torch.Tensor, what: str, fn: Callable | None = None) -> torch.Tensor:
+    """Run the network; an allocation failure becomes a one-line ``InferenceOutOfMemory``."""
+    try:
+        return runner(x, fn)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is an allocation failure
+        if not is_out_of_memory(exc):
+            raise
+        release_cached_memory(runner.device)
+        raise InferenceOutOfMemory(
+            f"out of memory on {runner.device} with {what} (input {x.shape[-2]}x{x.shape[-1]}); "
+            f"use --tile auto or a smaller --tile") from None
+
