@@ -1,15 +1,18 @@
-"""Atomic, non-clobbering file output.
+"""Atomic, durable, non-clobbering file output.
 
-Outputs are written to a temporary file in the destination folder and moved
-into place only when complete, so an interrupted job never leaves a truncated
-file behind. Existing files are kept unless ``overwrite=True``.
+Outputs are written to a temporary file in the destination folder, flushed to
+disk (``fsync`` of the file, then of its folder once it is in place) and moved
+into place only when complete, so neither an interrupted job nor a host crash
+leaves a truncated file under the final name. Existing files are kept unless
+``overwrite=True``. File-system failures become one-line ``OutputError``s
+naming the path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -20,9 +23,55 @@ class OutputExistsError(SisrError, FileExistsError):
     """The destination exists and overwriting was not asked for."""
 
 
+class OutputError(SisrError, OSError):
+    """An output cannot be written (folder missing or not a folder, permissions, disk full...)."""
+
+
+def _exists_message(path: Path) -> str:
+    return f"{path}: already exists (use --overwrite to replace it)"
+
+
+def _os_message(path: Path, exc: OSError) -> str:
+    return f"{path}: cannot write: {exc.strerror or exc}"
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename or link in ``folder`` durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_temp(folder: Path, name: str) -> Path:
+    """A new empty file beside the destination, mode 0666 less the umask (as ``open`` would give)."""
+    for _ in range(100):
+        tmp = folder / f".{name}.{secrets.token_hex(4)}.part"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise OutputError(f"{folder / name}: cannot create a temporary file")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path; on success it is moved to ``path``.
+    """Yield a temporary path; on success it is flushed to disk and moved to ``path``.
 
     The temporary file lives in the destination folder (same file system), so
     the final move is atomic. Without ``overwrite`` the move is done with a
@@ -30,27 +79,39 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     """
     path = Path(path)
     if not overwrite and path.exists():
-        raise OutputExistsError(f"{path}: already exists (use overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
+        raise OutputExistsError(_exists_message(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _create_temp(path.parent, path.name)
+    except OSError as exc:
+        if isinstance(exc, SisrError):
+            raise
+        raise OutputError(_os_message(path, exc)) from None
+    mode = os.stat(tmp_path).st_mode & 0o7777
     try:
         yield tmp_path
-        if overwrite:
-            os.replace(tmp_path, path)
-        else:
-            try:
-                os.link(tmp_path, path)
-            except FileExistsError:
-                raise OutputExistsError(f"{path}: already exists (use overwrite to replace it)") from None
-            except OSError:  # file systems without hard links
-                if path.exists():
-                    raise OutputExistsError(f"{path}: already exists (use overwrite to replace it)") from None
+        try:
+            if os.stat(tmp_path).st_mode & 0o7777 != mode:  # a writer that replaced the file (safetensors: 0600)
+                os.chmod(tmp_path, mode)
+            fsync_file(tmp_path)
+            if overwrite:
                 os.replace(tmp_path, path)
+            else:
+                try:
+                    os.link(tmp_path, path)
+                except FileExistsError:
+                    raise OutputExistsError(_exists_message(path)) from None
+                except OSError:  # file systems without hard links
+                    if path.exists():
+                        raise OutputExistsError(_exists_message(path)) from None
+                    os.replace(tmp_path, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            if isinstance(exc, SisrError):
+                raise
+            raise OutputError(_os_message(path, exc)) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
 
 
@@ -63,22 +124,19 @@ def check_outputs(folder: str | os.PathLike, names, overwrite: bool = False) -> 
         return
     for name in names:
         if (Path(folder) / name).exists():
-            raise OutputExistsError(f"{Path(folder) / name}: already exists (use --overwrite to replace it)")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+            raise OutputExistsError(_exists_message(Path(folder) / name))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically; return the path."""
+    """Write ``data`` to ``path`` atomically and durably; return the path."""
     with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise OutputError(_os_message(Path(path), exc)) from None
     return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically; return the path."""
+    """Write UTF-8 ``text`` to ``path`` atomically and durably; return the path."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
