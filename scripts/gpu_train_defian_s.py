@@ -1,0 +1,337 @@
+"""GPU continuation of the shipped DeFiAN-S weights, in one command of at most --minutes by construction.
+
+Each scale in turn (x2, then x3 and x4) continues from its shipped file (``model.init``; with
+``--finetune-from x2`` x3/x4 start from this run's x2 result instead, as the EDSR authors do) with
+``sisr``'s own training engine: the recipe's L1, Adam, batch 16, LR patch 48, flips and rotations,
+bf16 autocast + channels_last, T91 + BSD200 + General100 (never a test set), Set5 validated at the
+start and every --val-every iterations. A phase stops on the clock, not on an iteration count: the
+wall-clock budget (--minutes, counted from the start of this script) is shared out between the
+scales (--shares), and a phase ends at its deadline after the current iteration, with a
+checkpoint. The learning rate is halved at fixed fractions of the phase's training time
+(--decay-at); the iterations where that happened are recorded (``schedule.milestones`` of the
+checkpoints).
+
+After each phase, and every --export-every seconds during it, what matters is written to --out,
+so that a command cut short loses at most the last minute:
+
+* ``defian-s_x<s>.safetensors``: the candidate, packaged as the shipped files are (float16 after
+  an output check, training facts and metrics in the metadata): the better on Set5 of the run's
+  best validated and its last weights;
+* ``defian-s-x<s>.tar``: the run folder (config, logs, the last checkpoint with the optimiser state)
+  without its duplicate weights files, under 16 MiB;
+* ``results.json``: per phase the iterations, it/s, Set5 before/after, the candidate and its source.
+
+That is 7 files (an 8th, the log of the command, fits the device's limit of 8 files). The shipped
+files in ``src/sisr/pretrained`` are never written: --out may not be inside that folder. Whoever
+receives the candidates evaluates them on the CPU (``scripts/ship_defian_s.py``) and replaces a
+shipped file only if Set5 improves.
+
+    PYTHONPATH=src python scripts/gpu_train_defian_s.py --data .gpu-data --out $OUT --minutes 8.5
+    python scripts/gpu_train_defian_s.py --dry-run --data DATASETS --out /tmp/gpu-train   # CPU, a few iterations
+
+``--dry-run`` runs the same code on the CPU with a few iterations of batch 2 (the test does this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+try:
+    import sisr  # noqa: F401
+except ImportError:  # run from the source tree without PYTHONPATH=src
+    sys.path.insert(0, str(REPO / "src"))
+
+import torch  # noqa: E402
+
+from sisr.errors import ConfigError, SisrError  # noqa: E402
+from sisr.evaluation.protocol import evaluate  # noqa: E402
+from sisr.training import trainer as engine  # noqa: E402
+from sisr.training.config import load_config  # noqa: E402
+from sisr.utils.device import resolve_device  # noqa: E402
+from sisr.utils.fs import atomic_path, atomic_write_text, check_outputs  # noqa: E402
+from sisr.weights import load_weights  # noqa: E402
+from sisr.weights.package import package_pretrained  # noqa: E402
+from sisr.weights.pretrained import PRETRAINED_DIR  # noqa: E402
+
+MODEL = "defian-s"
+TRAINING_SETS = ("T91", "BSD200", "General100")
+VAL_SET = "Set5"
+POST_S = 25.0  # seconds kept after each phase for its Set5 evaluation, packaging and tar
+TAR_LIMIT = 16 * 2**20  # the largest file the device machine sends back
+SKIP_IN_TAR = {"best.safetensors", "latest.safetensors", "latest_ema.safetensors"}  # copies of checkpoint files
+
+
+def candidate_name(scale: int) -> str:
+    return f"{MODEL}_x{scale}.safetensors"
+
+
+def tar_name(scale: int) -> str:
+    return f"{MODEL}-x{scale}.tar"
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+
+
+class PhaseClock:
+    """Wraps the trainer's step: stops at the deadline, halves the lr at fractions of the training
+    time, and exports the best weights every ``export_every`` seconds."""
+
+    def __init__(self, trainer, deadline: float, decay_at: list[float], export, export_every: float):
+        self.trainer, self.deadline, self.decay_at = trainer, deadline, sorted(decay_at)
+        self.export, self.export_every = export, export_every
+        self.step = trainer.step
+        self.started: float | None = None
+        self.fired = False
+        self.last_export = time.monotonic()
+        self.milestones = trainer.cfg.schedule.milestones  # read by the scheduler at every step
+        self.milestones.clear()
+
+    def __call__(self, lr, hr, stop: bool = False):
+        now = time.monotonic()
+        if self.started is None:  # the first iteration: data are ready, the clock of the schedule starts
+            self.started = now
+        span = max(self.deadline - self.started, 1e-9)
+        passed = sum(1 for f in self.decay_at if now >= self.started + f * span)
+        while len(self.milestones) < passed:  # the scheduler reads the milestones after this step
+            self.milestones.append(self.trainer.iteration + 1)
+        if now >= self.deadline:
+            self.fired = True
+        if now - self.last_export >= self.export_every:
+            self.last_export = now
+            self.export()
+        return self.step(lr, hr, stop=stop or self.fired)
+
+    def __getattr__(self, name: str):  # the engine reads the step's own attributes (scaler, ...)
+        return getattr(self.__dict__["step"], name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets",
+                   help="folder holding T91/BSD200/General100 HR and Set5 (default ../shared/datasets)")
+    p.add_argument("--out", type=Path, required=True, help="candidates, run archives and results.json")
+    p.add_argument("--work", type=Path, help="run folders (default: a new folder under the temporary directory)")
+    p.add_argument("--init-dir", type=Path, default=PRETRAINED_DIR,
+                   help="the weights to continue, defian-s_x<s>.safetensors (default: the shipped ones)")
+    p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--minutes", type=float, help="wall-clock budget of the whole command (default 8.5; dry run 1.5)")
+    p.add_argument("--shares", type=float, nargs="+", help="time share of each scale (default 2 1 1)")
+    p.add_argument("--finetune-from", choices=["shipped", "x2"], default="shipped",
+                   help="init of x3/x4: their shipped files, or this run's x2 result (default shipped)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--decay-at", type=float, nargs="*", default=[0.6, 0.85],
+                   help="fractions of a phase's training time at which the lr is halved")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--patch-size", type=int, default=48, help="LR patch side")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    p.add_argument("--workers", type=int, default=6, help="data loader processes")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--max-iterations", type=int, default=200_000, help="per phase; the clock ends it first")
+    p.add_argument("--export-every", type=float, default=90.0, help="seconds between exports of the best weights")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dry-run", action="store_true",
+                   help="CPU, batch 2, LR patch 16, 3 iterations per phase (unless --max-iterations): the code path")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    args = p.parse_args(argv)
+    if args.dry_run:
+        args.device, args.batch_size, args.patch_size, args.workers = "cpu", 2, 16, 0
+        args.val_every, args.checkpoint_every, args.log_every = 2, 2, 1
+        if args.max_iterations == p.get_default("max_iterations"):  # a larger one tests the stop on the clock
+            args.max_iterations = 3
+    args.minutes = args.minutes if args.minutes is not None else (1.5 if args.dry_run else 8.5)
+    shares = args.shares or [2.0 if s == 2 else 1.0 for s in args.scales]
+    try:
+        return run(args, shares)
+    except SisrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args, shares: list[float]) -> int:
+    start = time.monotonic()
+    end = start + args.minutes * 60
+    if len(shares) != len(args.scales) or min(shares) <= 0:
+        raise ConfigError(f"--shares: give one positive share per scale ({len(args.scales)})")
+    out = args.out.resolve()
+    if out == PRETRAINED_DIR.resolve() or PRETRAINED_DIR.resolve() in out.parents:
+        raise ConfigError(f"--out {args.out}: inside the shipped weights folder; choose another folder")
+    check_outputs(out, ["results.json"] + [n(s) for s in args.scales for n in (candidate_name, tar_name)],
+                  args.overwrite)
+    data = args.data
+    hr = [str(data / s / "HR") for s in TRAINING_SETS if (data / s / "HR").is_dir()]
+    if not hr:
+        raise ConfigError(f"--data {data}: none of {', '.join(f'{s}/HR' for s in TRAINING_SETS)} found")
+    if not (data / VAL_SET / "HR").is_dir():
+        raise ConfigError(f"--data {data}: no {VAL_SET}/HR for validation")
+    for scale in args.scales:
+        if (scale == 2 or args.finetune_from == "shipped") and not (args.init_dir / candidate_name(scale)).is_file():
+            raise ConfigError(f"--init-dir {args.init_dir}: no {candidate_name(scale)} to continue")
+    if args.finetune_from == "x2" and args.scales[0] != 2:
+        raise ConfigError("--finetune-from x2: the scales must start with 2")
+    device = resolve_device(args.device)
+    work = args.work or Path(tempfile.mkdtemp(prefix="sisr-gpu-train-"))
+    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({torch.get_num_threads()} threads)")
+    results = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "device": device_name,
+               "torch": torch.__version__, "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+               "dry_run": args.dry_run, "minutes": args.minutes, "shares": dict(zip(args.scales, shares)),
+               "training_data": hr, "work": str(work), "phases": {}}
+
+    def save() -> None:
+        results["elapsed_s"] = round(time.monotonic() - start, 1)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n", overwrite=True)
+
+    save()
+    for i, scale in enumerate(args.scales):
+        left = sum(shares[i:])
+        deadline = time.monotonic() + (end - time.monotonic() - POST_S * (len(args.scales) - i)) * shares[i] / left
+        phase = results["phases"][scale] = {"status": "running", "deadline_in_s": round(deadline - time.monotonic(), 1)}
+        save()
+        try:
+            if args.finetune_from == "x2" and scale != 2:
+                weights = results["phases"].get(2, {}).get("candidate", {}).get("weights")
+                if not weights:
+                    raise SisrError("--finetune-from x2: the x2 phase left no candidate")
+                init = Path(weights)
+            else:
+                init = args.init_dir / candidate_name(scale)
+            train_phase(scale, init, deadline, hr, device, device_name, work, out, args, phase, save)
+            phase["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - one failing scale must not cost the others
+            traceback.print_exc()
+            phase.update(status="failed", error=one_line(exc))
+        save()
+    print_summary(results)
+    return 0 if all(ph["status"] == "ok" for ph in results["phases"].values()) else 1
+
+
+def train_phase(scale: int, init: Path, deadline: float, hr: list[str], device: torch.device, device_name: str,
+                work: Path, out: Path, args, phase: dict, save) -> None:
+    run_dir = work / f"{MODEL}-x{scale}"
+    overrides = [f"model.scale={scale}", f"model.init={init}", f"data.hr=[{', '.join(hr)}]",
+                 f"data.patch_size={args.patch_size}", f"data.workers={args.workers}", f"val.root={args.data}",
+                 f"val.set={VAL_SET}", f"val.every={args.val_every}", "val.at_start=true", f"optim.lr={args.lr}",
+                 "schedule.step=null", "schedule.milestones=[]", "schedule.gamma=0.5",
+                 f"train.iterations={args.max_iterations}", f"train.batch_size={args.batch_size}",
+                 f"train.checkpoint_every={args.checkpoint_every}", f"train.device={device}",
+                 f"train.precision={args.precision}", f"train.channels_last={str(not args.no_channels_last).lower()}",
+                 f"train.compile={str(args.compile).lower()}", f"log.every={args.log_every}", "log.plots=false",
+                 "log.tensorboard=false"]
+    init_meta = load_weights(init)[1]
+    init_set5 = (init_meta.get("metrics") or {}).get(VAL_SET, {}).get("psnr_y")
+    phase.update(init=str(init), init_set5_psnr_y_metadata=init_set5, overrides=overrides)
+    cfg = load_config(MODEL, overrides)
+    cfg.run_dir = str(run_dir)
+    started = time.monotonic()
+    trainer = engine.Trainer(cfg, run_dir)
+    training = {"data": hr, "init": str(init), "device": device_name, "precision": args.precision,
+                "channels_last": not args.no_channels_last, "compile": args.compile, "batch_size": args.batch_size,
+                "patch_size": args.patch_size, "lr": args.lr, "command": shlex.join([Path(sys.executable).name,
+                                                                                       *sys.argv])}
+
+    def export(final: bool = False) -> None:
+        best = trainer.paths.best
+        if best.is_file() and (final or phase.get("exported_mtime") != best.stat().st_mtime):
+            try:
+                phase["exported_mtime"] = best.stat().st_mtime
+                package(best, scale, {**training, "iterations": trainer.iteration, "state": "in progress"},
+                        {}, out)
+                phase["candidate"] = {"source": "best (in progress)", "iteration": trainer.iteration}
+                save()
+            except Exception as exc:  # noqa: BLE001 - an export failing must not stop the training
+                print(f"export x{scale}: {one_line(exc)}", file=sys.stderr)
+
+    clock = PhaseClock(trainer, deadline, args.decay_at, export, args.export_every)
+    trainer.step = clock
+    interrupted = getattr(engine, "TrainingInterrupted", ())
+    try:
+        trainer.fit()
+    except interrupted:  # the engine reports a stop before train.iterations as an interruption
+        if not clock.fired:
+            raise
+    seconds = time.monotonic() - started
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [e for e in log if e.get("type") == "train"]
+    rates = [e["it_per_s"] for e in steps[1:] if e.get("it_per_s")] or [e["it_per_s"] for e in steps]
+    phase.update(iterations=trainer.iteration, stopped_by="time" if clock.fired else "iterations",
+                 seconds=round(seconds, 1), it_per_s_median=statistics.median(rates) if rates else None,
+                 lr_milestones=list(clock.milestones),
+                 val=[{"iteration": e["iteration"], "psnr": e["psnr"]} for e in log if e.get("type") == "val"],
+                 loss_last=steps[-1]["loss"] if steps else None)
+    save()
+    # the candidate: the better on Set5 of the best validated weights and the last ones
+    scored = {}
+    for source, path in (("best", trainer.paths.best), ("latest", trainer.paths.latest)):
+        if path.is_file():
+            res = evaluate(path, data_root=args.data, datasets=[VAL_SET], scales=[scale], device=device,
+                           progress=False)
+            scored[source] = (path, res.sets[0].psnr_y, res.sets[0].ssim_y)
+    if not scored:
+        raise SisrError(f"{run_dir}: neither best nor latest weights were written")
+    source, (path, psnr, ssim) = max(scored.items(), key=lambda kv: kv[1][1])
+    metrics = {VAL_SET: {"psnr_y": psnr, "ssim_y": ssim}}
+    training.update(iterations=trainer.iteration, seconds=round(seconds, 1), milestones=list(clock.milestones),
+                    source=source, val=phase["val"])
+    packaged = package(path, scale, training, metrics, out)
+    phase["candidate"] = {"file": packaged.name, "source": source, "weights": str(path), "iteration": trainer.iteration,
+                          "set5_psnr_y": psnr, "set5_ssim_y": ssim,
+                          "scores": {k: v[1] for k, v in scored.items()},
+                          "improves_on_init": None if init_set5 is None else psnr > init_set5}
+    phase.pop("exported_mtime", None)
+    tar = archive(run_dir, out / tar_name(scale))
+    phase["archive"] = {"file": tar.name, "bytes": tar.stat().st_size}
+    print(f"x{scale}: {trainer.iteration} iterations in {seconds:.0f} s, Set5 {psnr:.3f} dB ({source}; "
+          f"init {init_set5 if init_set5 is None else f'{init_set5:.3f}'} dB) -> {packaged}", flush=True)
+
+
+def package(weights: Path, scale: int, training: dict, metrics: dict, out: Path) -> Path:
+    """The candidate in the shipped form, into ``out`` (replacing an earlier export of this run)."""
+    return package_pretrained(weights, dest_dir=out, overwrite=True,
+                              metadata={"training": training, "metrics": metrics})
+
+
+def archive(run_dir: Path, dest: Path) -> Path:
+    """The run folder without its duplicate weights files; without the optimiser state if over 16 MiB."""
+    for keep_state in (True, False):
+        with atomic_path(dest, overwrite=True) as tmp:
+            with tarfile.open(tmp, "w") as tar:
+                for path in sorted(run_dir.rglob("*")):
+                    if path.is_file() and path.name not in SKIP_IN_TAR and (keep_state or path.name != "state.pt"):
+                        tar.add(path, arcname=str(Path(run_dir.name) / path.relative_to(run_dir)))
+        if dest.stat().st_size <= TAR_LIMIT:
+            return dest
+    return dest
+
+
+def print_summary(results: dict) -> None:
+    print("\n| scale | status | iterations | it/s | Set5 init (metadata) | Set5 candidate | source | improves |")
+    print("|---|---|---:|---:|---:|---:|---|---|")
+    for scale, ph in results["phases"].items():
+        cand = ph.get("candidate", {})
+        fmt = lambda v, f: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v)  # noqa: E731
+        print(f"| x{scale} | {ph['status']}{' (' + ph['error'] + ')' if 'error' in ph else ''} | "
+              f"{fmt(ph.get('iterations'), '{}')} | {fmt(ph.get('it_per_s_median'), '{:.2f}')} | "
+              f"{fmt(ph.get('init_set5_psnr_y_metadata'), '{:.3f}')} | {fmt(cand.get('set5_psnr_y'), '{:.3f}')} | "
+              f"{cand.get('source', 'n/a')} | {fmt(cand.get('improves_on_init'), '{}')} |")
+    print(f"elapsed {results.get('elapsed_s')} s on {results['device']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The prepared GPU commands (benchmarks/gpu_suite.py, scripts/gpu_train_defian_s.py) in their CPU dry runs.
+
+They run as the device machine runs them (a fresh process, ``PYTHONPATH=src``, one thread), on tiny
+generated data, so that neither can rot while no GPU is lent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from testing_utils import REPO, write_noise_images
+
+from sisr.models import create_model, has_parameters, list_models
+from sisr.weights import load_weights, save_weights
+
+SUITE = REPO / "benchmarks" / "gpu_suite.py"
+TRAIN = REPO / "scripts" / "gpu_train_defian_s.py"
+
+
+def run(script: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """T91/HR (3 noise images, 96x96) and Set5/HR (2 images, 48x48): enough for x2, x3 and x4."""
+    root = tmp_path_factory.mktemp("datasets")
+    write_noise_images(root / "T91" / "HR", 3, (96, 96, 3))
+    write_noise_images(root / "Set5" / "HR", 2, (48, 48, 3), seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def init_dir(tmp_path_factory) -> Path:
+    """Random DeFiAN-S weights in the shipped files' names, with a Set5 figure in their metadata."""
+    root = tmp_path_factory.mktemp("init")
+    for scale in (2, 3):
+        torch.manual_seed(scale)
+        save_weights(create_model("defian-s", scale=scale), root / f"defian-s_x{scale}.safetensors", model="defian-s",
+                     scale=scale, hparams={}, metadata={"metrics": {"Set5": {"psnr_y": 5.0}}})
+    return root
+
+
+def test_suite_dry_run_measures_every_section(tmp_path, data):
+    out = tmp_path / "suite"
+    proc = run(SUITE, "--dry-run", "--out", str(out), "--data", str(data))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    sections = results["sections"]
+    assert list(sections) == ["peak", "csnln", "profile", "inference", "train"]
+    assert {s["status"] for s in sections.values()} == {"ok"}, {k: s.get("error") for k, s in sections.items()}
+    peak = sections["peak"]["result"]
+    assert peak["fp32"] > 0 and peak["bf16"] > 0 and peak["copy_bytes_per_s"] > 0
+    csnln = sections["csnln"]["result"]
+    assert set(csnln["paths"]) == {"reference fp32", "fast fp32", "fast bf16"}
+    assert csnln["max_abs_diff_fast_vs_reference_fp32"] < 1e-4  # the two paths compute the same network
+    assert csnln["paths"]["fast fp32"]["fraction_of_matmul_peak"] > 0
+    trainable = [m for m in list_models() if has_parameters(m)]
+    profile = sections["profile"]["result"]
+    assert sorted(r["model"] for r in profile["rows"]) == sorted(trainable)
+    assert all(r["macs"] > 0 and r["runtime_s"] > 0 for r in profile["rows"])
+    inference = {r["model"]: r for r in sections["inference"]["result"]["rows"]}
+    assert sorted(inference) == sorted(list_models())
+    assert all(r["chosen"]["speedup"] > 0 for r in inference.values())
+    assert "speedup_vs_eager" in inference["edsr-baseline"]["compiled"]["optimised"]  # the compile path ran
+    train = sections["train"]["result"]
+    assert sorted(r["model"] for r in train["rows"]) == sorted(trainable)
+    assert all(r["speedup"] > 0 for r in train["rows"])
+    assert [x["model"] for x in train["loss_check"]] == ["defian-s", "edsr-baseline"]
+    assert all(isinstance(x["within_target"], bool) for x in train["loss_check"])
+    md = (out / "results.md").read_text()
+    assert "dry run" in md and all(f"## {name} (ok" in md for name in sections)
+    again = run(SUITE, "--dry-run", "--out", str(out), "--sections", "peak")  # never silently replaced
+    assert again.returncode == 2 and "results.json" in again.stderr
+
+
+def test_suite_records_failed_sections_and_keeps_to_the_budget(tmp_path):
+    out = tmp_path / "suite"
+    proc = run(SUITE, "--dry-run", "--out", str(out), "--data", str(tmp_path / "nothing"), "--budget-s", "0.001",
+               "--sections", "profile", "train", "peak", "--models", "defian-s", "edsr")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    sections = json.loads((out / "results.json").read_text())["sections"]
+    assert sections["profile"]["status"] == "ok"
+    assert sections["profile"]["result"]["skipped_budget"] == ["defian-s", "edsr"]
+    assert sections["train"]["status"] == "failed"
+    assert sections["train"]["error"].startswith("ConfigError: --data") and "T91/HR" in sections["train"]["error"]
+    assert sections["peak"]["status"] == "ok"  # after the failed one
+    assert "failed: ConfigError" in (out / "results.md").read_text()
+
+
+def test_train_dry_run_writes_candidates_archives_and_results(tmp_path, data, init_dir):
+    out = tmp_path / "out"
+    proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(out),
+               "--work", str(tmp_path / "work"), "--scales", "2", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["defian-s-x2.tar", "defian-s-x3.tar", "defian-s_x2.safetensors",
+                                                     "defian-s_x3.safetensors", "results.json"]
+    results = json.loads((out / "results.json").read_text())
+    for scale in (2, 3):
+        phase = results["phases"][str(scale)]
+        assert phase["status"] == "ok" and phase["stopped_by"] == "iterations" and phase["iterations"] == 3
+        assert phase["init_set5_psnr_y_metadata"] == 5.0 and phase["val"][0]["iteration"] == 0
+        state, meta = load_weights(out / f"defian-s_x{scale}.safetensors")
+        assert meta["model"] == "defian-s" and meta["scale"] == scale and meta["storage"]["dtype"] == "float16"
+        assert meta["training"]["iterations"] == 3 and meta["training"]["precision"] == "bf16"
+        assert meta["metrics"]["Set5"]["psnr_y"] == phase["candidate"]["set5_psnr_y"]
+        with tarfile.open(out / f"defian-s-x{scale}.tar") as tar:
+            names = tar.getnames()
+        assert f"defian-s-x{scale}/checkpoints/000000003/state.pt" in names
+        assert f"defian-s-x{scale}/log.jsonl" in names and not any(n.endswith("best.safetensors") for n in names)
+        assert (out / f"defian-s-x{scale}.tar").stat().st_size < 16 * 2**20
+
+
+def test_train_stops_on_the_clock_and_halves_the_lr(tmp_path, data, init_dir):
+    out = tmp_path / "out"
+    proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(out),
+               "--scales", "2", "--minutes", "0.5", "--max-iterations", "100000", "--export-every", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    phase = json.loads((out / "results.json").read_text())["phases"]["2"]
+    assert phase["stopped_by"] == "time" and 0 < phase["iterations"] < 100000
+    milestones = phase["lr_milestones"]
+    assert milestones == sorted(milestones) and all(0 < m <= phase["iterations"] for m in milestones)
+    assert phase["candidate"]["source"] in ("best", "latest")
+
+
+def test_train_never_writes_into_the_shipped_weights_folder(tmp_path, data, init_dir):
+    from sisr.weights.pretrained import PRETRAINED_DIR
+
+    target = PRETRAINED_DIR / "gpu-run"
+    proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(target))
+    assert proc.returncode == 2 and "inside the shipped weights folder" in proc.stderr
+    assert not target.exists()
