@@ -30,6 +30,11 @@ shipped file only if Set5 improves.
     python scripts/gpu_train_defian_s.py --dry-run --data DATASETS --out /tmp/gpu-train   # CPU, a few iterations
 
 ``--dry-run`` runs the same code on the CPU with a few iterations of batch 2 (the test does this).
+Back on the CPU, ``--adopt`` scores the candidates that came back against the shipped files on Set5 and
+replaces a shipped file only when its candidate is at least 0.01 dB better (then evaluated on Set5,
+Set14 and B100 with and without self-ensemble and packaged with those metrics):
+
+    .venv/bin/python scripts/gpu_train_defian_s.py --adopt FOLDER_BACK --dest src/sisr/pretrained --out runs/gpu-adopt
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from sisr.weights.pretrained import PRETRAINED_DIR  # noqa: E402
 MODEL = "defian-s"
 TRAINING_SETS = ("T91", "BSD200", "General100")
 VAL_SET = "Set5"
+MIN_GAIN_DB = 0.01  # an improvement is at least what the results tables show (two decimals)
 POST_S = 25.0  # seconds kept after each phase for its Set5 evaluation, packaging and tar
 TAR_LIMIT = 16 * 2**20  # the largest file the device machine sends back
 SKIP_IN_TAR = {"best.safetensors", "latest.safetensors", "latest_ema.safetensors"}  # copies of checkpoint files
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets",
                    help="folder holding T91/BSD200/General100 HR and Set5 (default ../shared/datasets)")
-    p.add_argument("--out", type=Path, required=True, help="candidates, run archives and results.json")
+    p.add_argument("--out", type=Path, required=True, help="candidates, run archives and results.json (--adopt: adopt.json and evaluations)")
     p.add_argument("--work", type=Path, help="run folders (default: a new folder under the temporary directory)")
     p.add_argument("--init-dir", type=Path, default=PRETRAINED_DIR,
                    help="the weights to continue, defian-s_x<s>.safetensors (default: the shipped ones)")
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     p.add_argument("--workers", type=int, default=6, help="data loader processes")
-    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--max-iterations", type=int, default=200_000, help="per phase; the clock ends it first")
@@ -149,7 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="CPU, batch 2, LR patch 16, 3 iterations per phase (unless --max-iterations): the code path")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    adopt = p.add_argument_group("adopting the candidates (on the CPU, after the GPU run)")
+    adopt.add_argument("--adopt", type=Path, metavar="DIR",
+                       help="evaluate the candidates a GPU run wrote to DIR; package those better on Set5 into --dest")
+    adopt.add_argument("--dest", type=Path, help="the folder of the files to replace (src/sisr/pretrained to ship)")
+    adopt.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"], help="sets of an adopted file's metrics")
     args = p.parse_args(argv)
+    if args.adopt:
+        try:
+            return adopt_candidates(args)
+        except SisrError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.dry_run:
         args.device, args.batch_size, args.patch_size, args.workers = "cpu", 2, 16, 0
         args.val_every, args.checkpoint_every, args.log_every = 2, 2, 1
@@ -293,7 +310,8 @@ def train_phase(scale: int, init: Path, deadline: float, hr: list[str], device: 
     phase["candidate"] = {"file": packaged.name, "source": source, "weights": str(path), "iteration": trainer.iteration,
                           "set5_psnr_y": psnr, "set5_ssim_y": ssim,
                           "scores": {k: v[1] for k, v in scored.items()},
-                          "improves_on_init": None if init_set5 is None else psnr > init_set5}
+                          "set5_gain_db": None if init_set5 is None else psnr - init_set5,
+                          "improves_on_init": None if init_set5 is None else psnr - init_set5 >= MIN_GAIN_DB}
     phase.pop("exported_mtime", None)
     tar = archive(run_dir, out / tar_name(scale))
     phase["archive"] = {"file": tar.name, "bytes": tar.stat().st_size}
@@ -320,16 +338,59 @@ def archive(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def adopt_candidates(args) -> int:
+    """Each candidate in ``args.adopt`` against the file of the same name in ``args.dest``, both scored on
+    Set5 here; one at least MIN_GAIN_DB better is evaluated on ``args.sets`` (with and without
+    self-ensemble) and packaged over it by ``scripts/ship_defian_s.py``'s ``evaluate_and_package``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import ship_defian_s
+
+    if args.dest is None:
+        raise ConfigError("--adopt: give --dest, the folder whose files a better candidate replaces")
+    candidates = sorted(args.adopt.glob(f"{MODEL}_x*.safetensors"))
+    if not candidates:
+        raise ConfigError(f"--adopt {args.adopt}: no {MODEL}_x<s>.safetensors")
+    check_outputs(args.out, ["adopt.json"], args.overwrite)
+    device = resolve_device("cpu" if args.device == "cuda" and not torch.cuda.is_available() else args.device)
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    report = {"command": command, "candidates": str(args.adopt), "dest": str(args.dest), "min_gain_db": MIN_GAIN_DB,
+              "scales": {}}
+    for cand in candidates:
+        meta = load_weights(cand)[1]
+        scale, shipped = int(meta["scale"]), args.dest / cand.name
+
+        def set5(path: Path) -> float:
+            res = evaluate(path, data_root=args.data, datasets=[VAL_SET], scales=[scale], device=device, progress=False)
+            return res.sets[0].psnr_y
+
+        new = set5(cand)
+        old = set5(shipped) if shipped.is_file() else None
+        gain = None if old is None else new - old
+        row = report["scales"][scale] = {"candidate_set5": new, "shipped_set5": old, "gain_db": gain,
+                                         "adopted": old is None or gain >= MIN_GAIN_DB}
+        print(f"x{scale}: Set5 {new:.3f} dB, shipped {'none' if old is None else f'{old:.3f} dB'}"
+              f"{'' if gain is None else f' ({gain:+.3f})'}: {'adopt' if row['adopted'] else 'keep the shipped file'}",
+              flush=True)
+        if row["adopted"]:
+            ns = argparse.Namespace(data=str(args.data), sets=args.sets, out=str(args.out), dest=str(args.dest),
+                                    overwrite=True)
+            training = {**meta.get("training", {}), "adopted_from": str(cand), "replaced_set5": old}
+            row["metrics"], packaged = ship_defian_s.evaluate_and_package(cand, scale, training, command, ns, device)
+            row["packaged"] = str(packaged)
+    atomic_write_text(args.out / "adopt.json", json.dumps(report, indent=2) + "\n", overwrite=args.overwrite)
+    return 0
+
+
 def print_summary(results: dict) -> None:
-    print("\n| scale | status | iterations | it/s | Set5 init (metadata) | Set5 candidate | source | improves |")
-    print("|---|---|---:|---:|---:|---:|---|---|")
+    print("\n| scale | status | iterations | it/s | Set5 init (metadata) | Set5 candidate | source | gain dB |")
+    print("|---|---|---:|---:|---:|---:|---|---:|")
     for scale, ph in results["phases"].items():
         cand = ph.get("candidate", {})
         fmt = lambda v, f: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v)  # noqa: E731
         print(f"| x{scale} | {ph['status']}{' (' + ph['error'] + ')' if 'error' in ph else ''} | "
               f"{fmt(ph.get('iterations'), '{}')} | {fmt(ph.get('it_per_s_median'), '{:.2f}')} | "
               f"{fmt(ph.get('init_set5_psnr_y_metadata'), '{:.3f}')} | {fmt(cand.get('set5_psnr_y'), '{:.3f}')} | "
-              f"{cand.get('source', 'n/a')} | {fmt(cand.get('improves_on_init'), '{}')} |")
+              f"{cand.get('source', 'n/a')} | {fmt(cand.get('set5_gain_db'), '{:+.3f}')} |")
     print(f"elapsed {results.get('elapsed_s')} s on {results['device']}")
 
 

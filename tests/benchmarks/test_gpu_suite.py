@@ -140,3 +140,23 @@ def test_train_never_writes_into_the_shipped_weights_folder(tmp_path, data, init
     proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(target))
     assert proc.returncode == 2 and "inside the shipped weights folder" in proc.stderr
     assert not target.exists()
+
+
+def test_adopt_replaces_a_shipped_file_only_when_set5_improves(tmp_path, data, init_dir):
+    back, dest = tmp_path / "back", tmp_path / "dest"
+    back.mkdir()
+    dest.mkdir()
+    for scale in (2, 3):
+        (back / f"defian-s_x{scale}.safetensors").write_bytes((init_dir / f"defian-s_x{scale}.safetensors").read_bytes())
+    shipped_x2 = (init_dir / "defian-s_x2.safetensors").read_bytes()
+    (dest / "defian-s_x2.safetensors").write_bytes(shipped_x2)  # the same weights: no gain; x3: nothing shipped
+    proc = run(TRAIN, "--adopt", str(back), "--dest", str(dest), "--out", str(tmp_path / "eval"), "--data", str(data),
+               "--sets", "Set5", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "adopt.json").read_text())["scales"]
+    assert report["2"]["gain_db"] == 0 and report["2"]["adopted"] is False
+    assert (dest / "defian-s_x2.safetensors").read_bytes() == shipped_x2
+    assert report["3"]["shipped_set5"] is None and report["3"]["adopted"] is True
+    _, meta = load_weights(dest / "defian-s_x3.safetensors")
+    assert meta["metrics"]["Set5"]["psnr_y"] == pytest.approx(report["3"]["candidate_set5"])
+    assert "Set5+" in meta["metrics"] and meta["storage"]["dtype"] == "float16"
