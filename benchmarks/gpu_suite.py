@@ -11,9 +11,10 @@ rest go on), results written after every section (a command cut short keeps what
   of the first call, output differences (fp32: fast vs reference; bf16 vs fp32, clamped, in /255),
   achieved FLOP/s (model FLOPs of the authors' formulation / time) as a fraction of ``peak``.
   Targets: fast >= 5x faster, <= 1/4 of the reference's peak memory.
-* ``profile``: every trainable model at CRAN Table 7's conditions (3x160x160 LR, x2) through
-  ``sisr.evaluation.profile.profile`` (parameters, FLOPs/MACs on meta, allocator peak memory, median
-  time), beside Table 7's figures (another GPU: context, not a target).
+* ``profile``: every trainable model at CRAN Table 7's conditions (3x160x160 LR, x2) with
+  ``sisr.evaluation.profile``'s ``count_model_flops`` and ``measure`` (parameters, FLOPs/MACs on meta,
+  allocator peak memory of the first forward, median time), beside Table 7's figures (another GPU:
+  context, not a target).
 * ``inference``: ``benchmarks/inference.py``'s ``measure_model`` for every model at a 1280x720 output
   (CSNLN 160x160 LR): eager fp32 against the optimised path (bf16 autocast + channels_last), and
   channels_last / bf16 alone; then ``optimised + torch.compile`` for ``--compile-models`` (compiling
@@ -46,7 +47,6 @@ import sys
 import time
 import traceback
 from argparse import Namespace
-from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +61,7 @@ import torch  # noqa: E402
 import inference as inference_bench  # noqa: E402  (benchmarks/inference.py)
 import train_throughput  # noqa: E402
 from sisr.errors import ConfigError, SisrError  # noqa: E402
-from sisr.evaluation.profile import count_model_flops, profile  # noqa: E402
+from sisr.evaluation.profile import count_model_flops, measure  # noqa: E402
 from sisr.models import create_model, get_info, has_parameters, list_models  # noqa: E402
 from sisr.training.config import load_config  # noqa: E402
 from sisr.training.trainer import TrainStep, make_optimizer  # noqa: E402
@@ -225,19 +225,23 @@ def section_csnln(ctx: Context) -> dict:
 
 
 def section_profile(ctx: Context) -> dict:
-    rows, skipped, env = [], [], None
+    """``sisr.evaluation.profile``'s count and measurement per model (``profile()`` itself would also
+    count the 1280x720 Mult-Adds, half a minute for CSNLN on meta, not needed here)."""
+    rows, skipped = [], []
+    hw = ctx.p["profile_hw"]
     for name in ctx.models(trainable=True):
         if ctx.over():
             skipped.append(name)
             continue
-        res = profile([name], SCALE, ctx.p["profile_hw"], str(ctx.device), runs=ctx.runs(10), warmup=2,
-                      tiny=ctx.p["tiny"], isolate=False, progress=False)
-        rows.append(asdict(res.rows[0]))
-        env = res.environment
+        hp = dict(get_info(name).tiny) if ctx.p["tiny"] else {}
+        counted = count_model_flops(name, SCALE, hw, hparams=hp)
+        measured = measure({"model": name, "scale": SCALE, "hparams": hp, "input_hw": list(hw),
+                            "device": str(ctx.device), "warmup": 2, "runs": ctx.runs(10), "seed": 0, "threads": None})
+        rows.append({"model": name, "hparams": hp, **{k: counted[k] for k in ("parameters", "flops", "macs")},
+                     **measured})
         free(ctx.device)
-    return {"input_hw": list(ctx.p["profile_hw"]), "scale": SCALE, "rows": rows, "skipped_budget": skipped,
-            "environment": env, "table7": {k: dict(zip(("params_m", "flops_g", "memory_mb", "time_s"), v))
-                                           for k, v in TABLE7.items()}}
+    return {"input_hw": list(hw), "scale": SCALE, "rows": rows, "skipped_budget": skipped,
+            "table7": {k: dict(zip(("params_m", "flops_g", "memory_mb", "time_s"), v)) for k, v in TABLE7.items()}}
 
 
 def section_inference(ctx: Context) -> dict:

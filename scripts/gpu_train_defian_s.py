@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets",
                    help="folder holding T91/BSD200/General100 HR and Set5 (default ../shared/datasets)")
-    p.add_argument("--out", type=Path, required=True, help="candidates, run archives and results.json (--adopt: adopt.json and evaluations)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="candidates, run archives and results.json (--adopt: adopt.json and evaluations)")
     p.add_argument("--work", type=Path, help="run folders (default: a new folder under the temporary directory)")
     p.add_argument("--init-dir", type=Path, default=PRETRAINED_DIR,
                    help="the weights to continue, defian-s_x<s>.safetensors (default: the shipped ones)")

@@ -147,7 +147,8 @@ def test_adopt_replaces_a_shipped_file_only_when_set5_improves(tmp_path, data, i
     back.mkdir()
     dest.mkdir()
     for scale in (2, 3):
-        (back / f"defian-s_x{scale}.safetensors").write_bytes((init_dir / f"defian-s_x{scale}.safetensors").read_bytes())
+        name = f"defian-s_x{scale}.safetensors"
+        (back / name).write_bytes((init_dir / name).read_bytes())
     shipped_x2 = (init_dir / "defian-s_x2.safetensors").read_bytes()
     (dest / "defian-s_x2.safetensors").write_bytes(shipped_x2)  # the same weights: no gain; x3: nothing shipped
     proc = run(TRAIN, "--adopt", str(back), "--dest", str(dest), "--out", str(tmp_path / "eval"), "--data", str(data),
