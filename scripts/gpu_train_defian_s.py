@@ -43,6 +43,7 @@ import argparse
 import json
 import math
 import shlex
+import shutil
 import statistics
 import sys
 import tarfile
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder holding T91/BSD200/General100 HR and Set5 (default ../shared/datasets)")
     p.add_argument("--out", type=Path, required=True,
                    help="candidates, run archives and results.json (--adopt: adopt.json and evaluations)")
-    p.add_argument("--work", type=Path, help="run folders (default: a new folder under the temporary directory)")
+    p.add_argument("--work", type=Path, help="run folders (default: a temporary folder, removed at the end)")
     p.add_argument("--init-dir", type=Path, default=PRETRAINED_DIR,
                    help="the weights to continue, defian-s_x<s>.safetensors (default: the shipped ones)")
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
@@ -237,6 +238,8 @@ def run(args, shares: list[float]) -> int:
             phase.update(status="failed", error=one_line(exc))
         save()
     print_summary(results)
+    if args.work is None:  # our own temporary folder: what matters is in --out
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if all(ph["status"] == "ok" for ph in results["phases"].values()) else 1
 
 

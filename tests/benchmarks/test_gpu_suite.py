@@ -126,7 +126,9 @@ def test_train_stops_on_the_clock_and_halves_the_lr(tmp_path, data, init_dir):
     proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(out),
                "--scales", "2", "--minutes", "0.5", "--max-iterations", "100000", "--export-every", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    phase = json.loads((out / "results.json").read_text())["phases"]["2"]
+    results = json.loads((out / "results.json").read_text())
+    assert not Path(results["work"]).exists()  # its own temporary run folders are removed
+    phase = results["phases"]["2"]
     assert phase["stopped_by"] == "time" and 0 < phase["iterations"] < 100000
     milestones = phase["lr_milestones"]
     assert milestones == sorted(milestones) and all(0 < m <= phase["iterations"] for m in milestones)
