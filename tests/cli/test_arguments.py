@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 
 import pytest
 
-from sisr.cli.arguments import command_line, tile
+from sisr.cli.arguments import check_output_dir, check_output_file, command_line, tile
+from sisr.errors import ConfigError
 
 
 def test_command_line_round_trips_through_the_parser():
@@ -28,3 +30,42 @@ def test_tile_argument():
     for bad in ("0", "x"):
         with pytest.raises(argparse.ArgumentTypeError):
             tile(bad)
+
+
+def test_check_output_dir_accepts_existing_and_creatable_folders(tmp_path):
+    assert check_output_dir(tmp_path) == tmp_path
+    assert check_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()  # checked, not made
+    with pytest.raises(ConfigError, match="no such folder"):
+        check_output_dir(tmp_path / "missing", must_exist=True)
+
+
+def test_check_output_dir_refuses_files_and_unwritable_places(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="afile: exists and is not a folder"):
+        check_output_dir(afile)
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_output_dir(afile / "sub")
+    if os.path.isdir("/proc/self"):  # refused even to root
+        with pytest.raises(ConfigError, match="/proc/x"):
+            check_output_dir("/proc/x")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root writes anywhere
+            with pytest.raises(ConfigError, match="not writable"):
+                check_output_dir(locked)
+            with pytest.raises(ConfigError, match="not writable"):
+                check_output_dir(locked / "new")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_check_output_file(tmp_path):
+    assert check_output_file(tmp_path / "new" / "x.png") == tmp_path / "new" / "x.png"
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_output_file(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="afile"):
+        check_output_file(tmp_path / "afile" / "x.png")
