@@ -122,6 +122,21 @@ def test_overrides_are_yaml_scalars_and_create_sections():
         parse_override("optim.lr")
 
 
+def test_a_flow_mapping_without_spaces_after_colons_is_read_as_meant():
+    # YAML reads {n_resblocks:2} as the key 'n_resblocks:2' without a value
+    assert parse_override("model.hparams={n_resblocks:2,n_feats:8}") == (
+        "model.hparams", {"n_resblocks": 2, "n_feats": 8})
+    assert parse_override("model.hparams={res_scale:0.1, n_feats: 8}")[1] == {"res_scale": 0.1, "n_feats": 8}
+    assert parse_override("a={b:{c:1}}")[1] == {"b": {"c": 1}}
+    assert parse_override("data.hr=[C:/data/DIV2K]")[1] == ["C:/data/DIV2K"]  # list items are not touched
+    cfg = load_config(MINIMAL, ["model.hparams={n_feats:8}"])
+    assert cfg.model.hparams == {"n_feats": 8}
+    with pytest.raises(ConfigError, match=r"cannot read 'n_feats:'x'; write a space after the colon"):
+        parse_override("model.hparams={n_feats:'x}")
+    with pytest.raises(ConfigError, match=r"^override 'model.hparams={n_feats: \[8}': invalid YAML \(expected ',' or"):
+        parse_override("model.hparams={n_feats: [8}")
+
+
 def test_string_hr_becomes_a_list_and_floats_written_1e_minus_4_are_numbers(tmp_path):
     path = _write(tmp_path, "model: {name: edsr-baseline, scale: 3}\ndata: {hr: imgs}\noptim: {lr: 1e-4}\n")
     cfg = load_config(path)

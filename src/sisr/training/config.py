@@ -6,7 +6,8 @@ scale to a partial config merged over the base when ``model.scale`` is that scal
 schedules that differ per scale). ``load_config`` takes a file, a shipped recipe name
 (``"defian-s"``) or a mapping, applies ``a.b=c`` overrides (values parsed as YAML scalars) and
 checks every key and type: an unknown key or a wrong type is a ``ConfigError`` naming the dotted
-key. Numbers written ``1e-4`` or ``2e5`` (strings to PyYAML's YAML 1.1 rules) are accepted for
+key. A flow mapping written without the space YAML requires after a colon (``{n_feats:32}``) is
+read as ``{n_feats: 32}``. Numbers written ``1e-4`` or ``2e5`` (strings to PyYAML's YAML 1.1 rules) are accepted for
 number keys.
 """
 
@@ -16,6 +17,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -189,9 +191,39 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"override '{item}': expected key=value, e.g. optim.lr=2e-4")
     try:
         value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if text.lstrip()[:1] in ("{", "["):  # meant as a mapping or list: say why it is not one
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"override '{item}': invalid YAML ({problem})") from None
         value = text
-    return key, value
+    return key, _split_glued_pairs(value, item)
+
+
+_GLUED = re.compile(r"([A-Za-z_][\w-]*):(\S.*)")
+
+
+def _split_glued_pairs(value: Any, item: str) -> Any:
+    """``{n_resblocks:2}`` -> ``{n_resblocks: 2}``.
+
+    YAML needs a space after the colon of a mapping entry; without it ``n_resblocks:2`` is one key
+    without a value. Config keys are plain names, so such an entry is split at its colon.
+    """
+    if isinstance(value, list):
+        return [_split_glued_pairs(v, item) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, inner in value.items():
+        glued = _GLUED.fullmatch(key) if isinstance(key, str) and inner is None else None
+        if glued:
+            key, text = glued.groups()
+            try:
+                inner = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ConfigError(f"override '{item}': cannot read '{glued.group(0)}'; "
+                                  f"write a space after the colon ({key}: {text})") from None
+        out[key] = _split_glued_pairs(inner, item)
+    return out
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any, where: str = "config") -> None:
