@@ -42,6 +42,26 @@ def test_user_errors_are_one_line(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+def test_overrides_may_follow_options(capsys):
+    argv = ["train", "--config", "edsr-baseline", "model.hparams={n_resblocks: 2, n_feats: 8}", "--run-dir", "runs/x",
+            "data.hr=[a, b]", "--print-config", "train.iterations=7"]
+    assert main(argv) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["hparams"] == {"n_resblocks": 2, "n_feats": 8}
+    assert cfg["data"]["hr"] == ["a", "b"] and cfg["train"]["iterations"] == 7
+
+
+def test_a_failed_start_leaves_no_run_and_the_corrected_command_works(config_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--config", str(config_file), "--run-dir", str(run), "train.iterations=2"]
+    assert main(argv + [f"data.hr=[{tmp_path / 'missing'}]"]) == 1
+    err = capsys.readouterr().err
+    assert "no such training image folder" in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(run)
+
+
 def test_train_resume_and_plot(config_file, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", str(config_file), "--run-dir", str(run), "train.iterations=2"]) == 0

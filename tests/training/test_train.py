@@ -1,5 +1,6 @@
 """Training engine: outputs, checkpoints, exact resume (also after SIGKILL), stop on signal,
-non-finite losses, EMA / mixed precision / clipping, schedule, initialisation from weights."""
+non-finite losses, EMA / mixed precision / clipping, schedule, initialisation from weights.
+Crash safety of checkpoints and the run directory: tests/training/test_run_dir.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from testing_utils import tiny_train_config
 
 import sisr
 from sisr.data.io import write_image
-from sisr.training import trainer as train_module
 from sisr.training.config import ScheduleConfig, load_config
 from sisr.weights.loading import load_model
 from sisr.training.trainer import TrainingError, TrainStep, load_init, lr_factor, train
@@ -63,11 +63,12 @@ def _weights(path):
     return load_weights(path)[0]
 
 
-def _assert_same_weights(a, b, atol=1e-6):
+def _assert_same_weights(a, b):
+    """Bitwise: resuming replays the exact computation of an uninterrupted run (CPU)."""
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys()
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=atol, msg=k)
+        assert torch.equal(wa[k], wb[k]), k
 
 
 def test_run_writes_weights_state_logs_and_plots(data, tmp_path):
@@ -90,7 +91,11 @@ def test_run_writes_weights_state_logs_and_plots(data, tmp_path):
     assert best["metrics"]["psnr"] == max(r["psnr"] for r in _records(run, "val"))
 
     state = torch.load(folder / "state.pt", weights_only=True)
+    fingerprint = state["data"].pop("fingerprint")
     assert state["iteration"] == 12 and state["data"] == {"seed": 1, "batch_size": 4, "samples_seen": 48}
+    assert fingerprint["count"] == 6 and len(fingerprint["sha256"]) == 64
+    assert fingerprint["files"][:2] == [["t0.png", (data / "train" / "t0.png").stat().st_size, 20, 22],
+                                        ["t1.png", (data / "train" / "t1.png").stat().st_size, 22, 22]]
     assert set(state) >= {"optimizer", "scheduler", "rng", "best", "nonfinite", "config"}
     assert set(state["rng"]) >= {"python", "numpy", "torch"}
 
@@ -163,8 +168,10 @@ def _wait_for_checkpoint(proc, run_dir, at_least, timeout=120):
 
 
 def test_resume_after_sigkill_gives_the_weights_of_an_uninterrupted_run(data, tmp_path):
-    cfg = _config(data, train={"iterations": 150, "checkpoint_every": 10},
-                  val={"every": 0}, log={"every": 10}, model={"hparams": {"n_resblocks": 1, "n_feats": 4}})
+    # lr 1e-3 halved every 60 iterations: 2.5e-4 at the end, so late updates still move the weights
+    cfg = _config(data, train={"iterations": 150, "checkpoint_every": 10, "keep_checkpoints": 2},
+                  schedule={"step": 60}, val={"every": 0}, log={"every": 10},
+                  model={"hparams": {"n_resblocks": 1, "n_feats": 4}})
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     killed = _run_cli(cfg_path, tmp_path / "killed")
@@ -184,11 +191,15 @@ def test_resume_after_sigkill_gives_the_weights_of_an_uninterrupted_run(data, tm
         errors.append(err)
     assert f"from iteration {stopped_at}" in errors[0]
     _assert_same_weights(tmp_path / "killed" / "latest.safetensors", tmp_path / "straight" / "latest.safetensors")
+    before_end = _weights(tmp_path / "straight" / "checkpoints" / "000000140" / "model.safetensors")
+    end = _weights(tmp_path / "straight" / "latest.safetensors")
+    assert max(float((end[k] - before_end[k]).abs().max()) for k in end) > 1e-4  # the last 10 steps count
     iterations = [r["iteration"] for r in _records(tmp_path / "killed", "train")]
     assert iterations == list(range(10, 151, 10))  # records written after the last checkpoint were dropped
 
 
-def test_sigint_stops_after_the_iteration_with_a_checkpoint(data, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_after_the_iteration_with_a_checkpoint_and_exit_status_128_plus_it(data, tmp_path, signum):
     cfg = _config(data, train={"iterations": 100000, "checkpoint_every": 1000}, val={"every": 0},
                   log={"every": 5})
     cfg_path = tmp_path / "cfg.yaml"
@@ -198,13 +209,18 @@ def test_sigint_stops_after_the_iteration_with_a_checkpoint(data, tmp_path):
     deadline = time.monotonic() + 120
     while not (log.is_file() and log.stat().st_size) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)  # wait until it trains
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
-    assert "stopped at iteration" in err
-    stopped = int(err.split("stopped at iteration ")[1].split()[0])
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert out == ""  # the run folder is printed only when the run is complete
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sisr train: interrupted at iteration ")
+    assert last.endswith(f" (checkpoint saved); resume with: sisr train --resume --run-dir {tmp_path / 'run'}")
+    stopped = int(last.split("interrupted at iteration ")[1].split()[0])
     pointer = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
     assert pointer["iteration"] == stopped > 0
+    resumed = train(None, [f"train.iterations={stopped + 2}"], run_dir=tmp_path / "run", resume=True)
+    assert json.loads((resumed / "checkpoints" / "latest.json").read_text())["iteration"] == stopped + 2
 
 
 def test_train_step_skips_non_finite_losses_without_touching_the_weights(monkeypatch):
@@ -234,7 +250,7 @@ def test_repeated_non_finite_losses_stop_the_run(data, tmp_path, monkeypatch):
         loss = real(sr, hr)
         return loss * float("nan") if calls["n"] in (2, 3) or calls["n"] > 7 else loss
 
-    monkeypatch.setattr(train_module.F, "l1_loss", flaky)
+    monkeypatch.setattr(torch.nn.functional, "l1_loss", flaky)
     with pytest.warns(RuntimeWarning, match="non-finite loss"), \
             pytest.raises(TrainingError, match="training diverged: 3 non-finite losses in a row at iteration 10"):
         train(_config(data, train={"max_nonfinite": 3}), run_dir=tmp_path / "run")
@@ -254,7 +270,7 @@ def test_ema_mixed_precision_clipping_and_channels_last(data, tmp_path, precisio
     assert all(torch.isfinite(v).all() for v in ema.values())
     best = read_metadata(run / "best.safetensors")
     assert best["metrics"]["ema"] is True
-    _assert_same_weights(run / "best.safetensors", run / "latest_ema.safetensors", atol=0)
+    _assert_same_weights(run / "best.safetensors", run / "latest_ema.safetensors")
     state = torch.load(next((run / "checkpoints").glob("0*/state.pt")), weights_only=True)
     assert (state["scaler"] is not None) == (precision == "fp16")
 
@@ -302,6 +318,7 @@ def test_tensorboard_required_but_missing_is_a_clear_error(data, tmp_path):
         pytest.skip("tensorboard is installed")
     with pytest.raises(sisr.errors.SisrError, match="tensorboard package is not installed"):
         train(_config(data, log={"tensorboard": True}), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_restores_ema_and_grad_scaler(data, tmp_path):

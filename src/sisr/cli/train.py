@@ -4,6 +4,9 @@
     sisr train --config my.yaml --run-dir runs/exp1 optim.lr=2e-4
     sisr train --resume --run-dir runs/exp1            # continue with the run's own config
     torchrun --nproc_per_node 4 -m sisr train --config rcan   # DDP; batch_size is global
+
+Overrides may come before, between or after the options. Stopped by SIGINT/SIGTERM, the run saves
+a checkpoint and exits with 130/143 ("interrupted at iteration N; resume with: ...").
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (f"recipes: {', '.join(list_recipes())}\n"
                      "overrides: dotted keys with YAML values, e.g. train.iterations=1000 val.every=0 "
                      "model.hparams={n_feats: 32}\n"
-                     "An existing run directory with the same config is resumed from its last checkpoint.")
+                     "An existing run directory with the same config is resumed from its last checkpoint.\n"
+                     "Stopped by Ctrl-C or SIGTERM: a checkpoint, then exit status 130 / 143.")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--config", "-c", help="YAML config file or recipe name")
     parser.add_argument("--run-dir", help="run directory (default: runs/<model>-x<scale>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir (its saved config when --config is not given)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    # overrides after an option (`--run-dir r data.hr=[...]`) belong to the positionals too
+    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +46,16 @@ def run(args: argparse.Namespace) -> int:
         source = args.config if args.config is not None else Path(args.run_dir) / "config.yaml"
         print(load_config(source, args.overrides).to_yaml(), end="")
         return 0
-    from ..training.trainer import train
+    import sys
 
-    run_dir = train(args.config, args.overrides, run_dir=args.run_dir, resume=args.resume)
+    from ..training.trainer import TrainingInterrupted, train
+
+    try:
+        run_dir = train(args.config, args.overrides, run_dir=args.run_dir, resume=args.resume)
+    except TrainingInterrupted as exc:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"sisr train: {exc}", file=sys.stderr)
+        return exc.exit_code
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(run_dir)
     return 0

@@ -9,8 +9,8 @@ Files in a run directory:
 ``tensorboard/`` scalars ``train/loss``, ``train/lr``, ``val/psnr``, ``val/ssim`` (optional)
 ``plots/loss.png``, ``plots/psnr.png``
 
-On resume, records after the resumed iteration (written before an interruption) are dropped,
-so the curves show exactly one history.
+On resume, records after the resumed iteration (written before an interruption) are dropped
+(and hidden in TensorBoard with ``purge_step``), so the curves show exactly one history.
 """
 
 from __future__ import annotations
@@ -34,19 +34,13 @@ VAL_FIELDS = ("iteration", "epoch", "set", "psnr", "ssim", "best")
 class RunLog:
     """Appends records to the run's log files (only the main process creates one)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool | None = None):
+    def __init__(self, run_dir: Path, tensorboard: bool | None = None, purge_step: int | None = None):
+        """``purge_step``: TensorBoard hides the events from that step on (those after the resumed
+        checkpoint, as :func:`truncate_logs` drops them from the other files)."""
         self.dir = Path(run_dir)
         self.jsonl, self.train_csv, self.val_csv = (self.dir / n for n in ("log.jsonl", "train.csv", "val.csv"))
-        self.writer = None
-        if tensorboard is not False:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                if tensorboard:
-                    raise SisrError("log.tensorboard: the tensorboard package is not installed "
-                                    "(pip install 'sisr[tensorboard]')") from None
-            else:
-                self.writer = SummaryWriter(str(self.dir / "tensorboard"))
+        writer = summary_writer_class(tensorboard)
+        self.writer = writer(str(self.dir / "tensorboard"), purge_step=purge_step) if writer else None
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.jsonl, "a", encoding="utf-8") as f:
@@ -65,9 +59,31 @@ class RunLog:
                     self.writer.add_scalar(f"{kind}/{key}", value, step)
             self.writer.flush()
 
+    def sync(self) -> None:
+        """Flush the log files to disk (before a checkpoint is committed)."""
+        from ..utils.fs import fsync_file
+
+        for path in (self.jsonl, self.train_csv, self.val_csv):
+            if path.is_file():
+                fsync_file(path)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def summary_writer_class(tensorboard: bool | None):
+    """TensorBoard's ``SummaryWriter``, or None when not wanted (False) or not installed (None)."""
+    if tensorboard is False:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if tensorboard:
+            raise SisrError("log.tensorboard: the tensorboard package is not installed "
+                            "(pip install 'sisr[tensorboard]')") from None
+        return None
+    return SummaryWriter
 
 
 def truncate_logs(run_dir: str | os.PathLike, iteration: int) -> None:

@@ -15,10 +15,13 @@
   validation (Y PSNR/SSIM in the papers' convention on ``val.set``, default Set5 at the run's
   scale), every ``train.checkpoint_every`` a crash-safe checkpoint
   (:mod:`sisr.training.checkpoint`), and PNG curves in ``plots/``;
+* nothing is written to the run directory before the run can start (config, model.init,
+  validation set and training data all checked and loaded);
 * an existing run directory with the same config (up to the keys in
-  ``config.RESUME_SAFE``) is resumed from its last checkpoint: the weights after resuming
-  equal those of an uninterrupted run (CPU, float tolerance). Ctrl-C / SIGTERM stop after the
-  current iteration with a checkpoint;
+  ``config.RESUME_SAFE``) and the same training images (fingerprint) is resumed from its last
+  checkpoint: the weights after resuming equal those of an uninterrupted run (CPU, bitwise); a
+  run directory without a committed checkpoint counts as empty. Ctrl-C / SIGTERM stop after the
+  current iteration with a checkpoint and raise :class:`TrainingInterrupted`;
 * under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel
   (NCCL on CUDA, gloo on CPU; BatchNorm becomes SyncBatchNorm on CUDA); rank 0 logs,
   validates and checkpoints.
@@ -26,39 +29,48 @@
 
 from __future__ import annotations
 
-import bisect
-import contextlib
-import copy
 import math
 import os
 import random
 import signal
 import sys
-import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import ConfigError, SisrError
 from ..models import create_model
 from ..utils.fs import atomic_write_text
-from ..weights import load_weights, save_weights
-from .config import Config, ScheduleConfig, load_config, read_yaml, resume_conflicts
-from ..inference.network import PRECISIONS
-from .checkpoint import RunPaths, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .log import RunLog, plot_runs, truncate_logs
+from ..weights import save_weights
+from .config import Config, load_config, read_yaml, resume_conflicts
+from .checkpoint import (RunPaths, capture_rng, clean_run_dir, fingerprint_mismatch, load_checkpoint,
+                         publish_latest, restore_rng, save_checkpoint, training_set_fingerprint)
+from .log import RunLog, plot_runs, summary_writer_class, truncate_logs
+from .step import EMA, StepResult, StopSignals, TrainStep, lr_factor, make_optimizer  # noqa: F401 (public here too)
 
 
 class TrainingError(SisrError):
     """The run cannot go on (diverged, or its run directory does not fit)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGINT/SIGTERM stopped the run before ``train.iterations``; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, run_dir: Path, iteration: int, signum: int | None, saved_at: int | None):
+        self.run_dir, self.iteration, self.saved_at = run_dir, iteration, saved_at
+        self.exit_code = 128 + int(signum or signal.SIGTERM)  # a DDP peer of the signalled process: SIGTERM
+        if saved_at == iteration:
+            state = "checkpoint saved"
+        else:
+            state = f"no checkpoint since iteration {saved_at}" if saved_at else "no checkpoint yet"
+        super().__init__(f"interrupted at iteration {iteration} ({state}); resume with: "
+                         f"sisr train --resume --run-dir {run_dir}")
 
 
 def train(config: Config | Mapping[str, Any] | str | os.PathLike | None = None, overrides: Sequence[str] = (), *,
@@ -86,21 +98,6 @@ def train(config: Config | Mapping[str, Any] | str | os.PathLike | None = None, 
 # --------------------------------------------------------------------------- building blocks
 
 
-def lr_factor(schedule: ScheduleConfig, iteration: int) -> float:
-    """Learning-rate multiplier after ``iteration`` completed iterations."""
-    if schedule.step is not None:
-        decays = iteration // schedule.step
-    else:
-        decays = bisect.bisect_right(schedule.milestones, iteration)
-    return schedule.gamma ** decays
-
-
-def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    kind = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
-    return kind(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                weight_decay=cfg.optim.weight_decay)
-
-
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     """``train.device`` as a torch device; a bare ``cuda`` is this process's GPU (``LOCAL_RANK``)."""
     from ..utils.device import resolve_device as resolve
@@ -112,109 +109,25 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 
 
 def load_init(model: torch.nn.Module, path: str | os.PathLike) -> tuple[int, list[str]]:
-    """Copy the tensors of a weights file whose names and shapes fit; return (count, names left out)."""
+    """Copy the tensors of a weights file whose names and shapes fit; return (count, names left out).
+
+    Any weights file: sisr safetensors or an official checkpoint (``.pt``/``.pth``, read by
+    :func:`sisr.weights.official.read_checkpoint`: tensors only, never an arbitrary pickle).
+    """
+    from ..errors import WeightsError
+    from ..weights.official import read_checkpoint
+
     path = Path(path)
-    state, _ = load_weights(path)
+    try:
+        state = read_checkpoint(path)
+    except WeightsError as exc:
+        raise ConfigError(f"model.init: {exc}") from None
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fits:
         raise ConfigError(f"model.init: {path}: no tensor fits this model")
     model.load_state_dict(fits, strict=False)
     return len(fits), sorted(set(own) - set(fits))
-
-
-class EMA:
-    """Exponential moving average of a module's parameters (buffers are copied)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        ema_params = [p for p in self.module.parameters()]
-        params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
-        for ema_buf, buf in zip(self.module.buffers(), model.buffers()):
-            ema_buf.copy_(buf)
-
-
-@dataclass
-class StepResult:
-    loss: float  # global mean over processes; NaN/inf when the step was skipped
-    stepped: bool
-    stop: bool  # a process asked to stop (signal) - agreed by all processes
-
-
-class TrainStep:
-    """One optimisation step (shared with ``benchmarks/train_throughput.py``)."""
-
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device,
-                 precision: str = "fp32", loss: str = "l1", grad_clip: float | None = None,
-                 channels_last: bool = False, world_size: int = 1):
-        self.model, self.optimizer, self.device = model, optimizer, device
-        self.dtype = PRECISIONS[precision]
-        self.loss_fn = F.l1_loss if loss == "l1" else F.mse_loss
-        self.grad_clip, self.world_size = grad_clip, world_size
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]
-
-    def autocast(self):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def __call__(self, lr: torch.Tensor, hr: torch.Tensor, stop: bool = False) -> StepResult:
-        lr = lr.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        hr = hr.to(self.device, non_blocking=True)
-        with self.autocast():
-            sr = self.model(lr)
-        loss = self.loss_fn(sr.float(), hr)
-        shared = torch.stack([loss.detach().float(), torch.tensor(float(stop), device=loss.device)])
-        if self.world_size > 1:
-            dist.all_reduce(shared)
-            shared[0] /= self.world_size
-        value, stop = (float(v) for v in shared.tolist())
-        # every process runs backward (DDP reduces gradients inside it), then all skip or all step
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-        stepped = math.isfinite(value)
-        if stepped:
-            if self.grad_clip is not None:
-                if self.scaler:
-                    self.scaler.unscale_(self.optimizer)
-                norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-                stepped = self.scaler is not None or bool(torch.isfinite(norm))
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            elif stepped:
-                self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(value, stepped, stop > 0)
-
-
-class _StopSignals:
-    """Turn SIGINT/SIGTERM into a request to stop after the current iteration (twice: at once)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------- validation
@@ -281,8 +194,13 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = True
-        checkpoint = self._prepare_run_dir(resume)
-        self.log = RunLog(self.paths.root, cfg.log.tensorboard) if self.main else None
+        checkpoint = self._inspect_run_dir(resume)  # reads only: nothing is written before fit() starts
+        if self.main:
+            summary_writer_class(cfg.log.tensorboard)  # log.tensorboard=true without the package: now
+        self.log: RunLog | None = None
+        self.fingerprint: dict[str, Any] | None = None  # of the training images, set by _loader
+        self._saved_fingerprint: dict[str, Any] | None = None
+        self._committed = checkpoint[0] if checkpoint else None
 
         # model, optimizer, schedule (same seed everywhere: DDP also broadcasts rank 0's weights)
         random.seed(cfg.train.seed)
@@ -333,41 +251,53 @@ class Trainer:
 
     # ---- run directory and resume
 
-    def _prepare_run_dir(self, resume: bool) -> tuple[int, Path] | None:
-        """Create or check the run directory; the checkpoint to resume from, if any.
+    def _inspect_run_dir(self, resume: bool) -> tuple[int, Path] | None:
+        """Check the run directory; the checkpoint to resume from, if any. Writes nothing.
 
-        Every process looks first, then rank 0 writes (so all processes decide alike).
+        A sisr run directory without a committed checkpoint (a run that failed to start or stopped
+        before its first checkpoint) counts as empty: it is started afresh, whatever its config.
         """
         cfg, paths = self.cfg, self.paths
-        new_dict = cfg.to_dict()
         _barrier(self.world_size)
         existing = paths.config.is_file()
         occupied = paths.root.exists() and any(paths.root.iterdir())
+        checkpoint = paths.latest_checkpoint() if existing else None
         _barrier(self.world_size)
+        self._existing = existing
         if not existing:
             if resume:
                 raise TrainingError(f"{paths.root}: no run to resume (no config.yaml)")
             if occupied:
                 raise TrainingError(f"{paths.root}: exists and is not a sisr run (no config.yaml); "
                                     f"choose another run directory")
-            if self.main:
-                paths.root.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(paths.config, cfg.to_yaml())
-            _barrier(self.world_size)
             return None
-        old_dict = read_yaml(paths.config)
-        conflicts = resume_conflicts(old_dict, new_dict)
+        if checkpoint is None:
+            return None
+        conflicts = resume_conflicts(read_yaml(paths.config), cfg.to_dict())
         if conflicts:
             shown = ", ".join(conflicts[:4]) + (", ..." if len(conflicts) > 4 else "")
             raise TrainingError(f"{paths.root}: holds a run with a different config ({shown}); "
                                 f"choose another run directory (--run-dir)")
-        checkpoint = paths.latest_checkpoint()
-        if self.main:
-            if old_dict != new_dict:
-                atomic_write_text(paths.config, cfg.to_yaml(), overwrite=True)
-            truncate_logs(paths.root, checkpoint[0] if checkpoint else 0)
-        _barrier(self.world_size)
         return checkpoint
+
+    def _open_run_dir(self) -> None:
+        """Write the config, drop what an interrupted run left after its checkpoint, open the logs."""
+        cfg, paths = self.cfg, self.paths
+        if self.main:
+            if self._existing and self._committed is None:
+                self.say(f"{paths.root}: no checkpoint yet; starting the run afresh")
+                paths.best.unlink(missing_ok=True)  # validated weights of the abandoned start
+            paths.root.mkdir(parents=True, exist_ok=True)
+            if not self._existing or read_yaml(paths.config) != cfg.to_dict():
+                atomic_write_text(paths.config, cfg.to_yaml(), overwrite=True)
+            if self._existing:
+                clean_run_dir(paths, self._committed, cfg.train.keep_checkpoints)
+                truncate_logs(paths.root, self._committed or 0)
+                if self._committed is not None:
+                    publish_latest(paths, paths.latest_checkpoint()[1])
+            purge = None if not self._existing else (self._committed + 1 if self._committed is not None else 0)
+            self.log = RunLog(paths.root, cfg.log.tensorboard, purge_step=purge)
+        _barrier(self.world_size)
 
     def _restore(self, checkpoint: tuple[int, Path]) -> None:
         iteration, folder = checkpoint
@@ -383,6 +313,7 @@ class Trainer:
         restore_rng(state["rng"])
         if state["data"]["seed"] != self.cfg.train.seed or state["data"]["batch_size"] != self.cfg.train.batch_size:
             raise TrainingError(f"{folder}: data order of another seed or batch size")
+        self._saved_fingerprint = state["data"].get("fingerprint")
         self.iteration = int(state["iteration"])
         self.best_psnr = state["best"]["psnr"] if state["best"]["psnr"] is not None else -math.inf
         self.best_iteration = state["best"]["iteration"]
@@ -396,7 +327,7 @@ class Trainer:
             "scaler": self.step.scaler.state_dict() if self.step.scaler else None,
             "rng": capture_rng(),
             "data": {"seed": self.cfg.train.seed, "batch_size": self.cfg.train.batch_size,
-                     "samples_seen": self.iteration * self.cfg.train.batch_size},
+                     "samples_seen": self.iteration * self.cfg.train.batch_size, "fingerprint": self.fingerprint},
             "best": {"psnr": self.best_psnr if math.isfinite(self.best_psnr) else None,
                      "iteration": self.best_iteration},
             "nonfinite": self.nonfinite,
@@ -437,11 +368,27 @@ class Trainer:
             _barrier(self.world_size)
             self.say(f"training data: {len(pairs)} images from {', '.join(data.hr)} "
                      f"(LR: {data.lr or 'made on the fly, ' + data.degradation})")
+        self._check_fingerprint(training_set_fingerprint(pairs))
         dataset = PatchDataset(pairs, cfg.model.scale, data.patch_size, seed=cfg.train.seed, augment=data.augment,
                                samples_per_epoch=data.iterations_per_epoch * cfg.train.batch_size)
         return make_loader(dataset, self.iteration, cfg.train.iterations, cfg.train.batch_size, rank=self.rank,
                            world_size=self.world_size, workers=data.workers,
                            pin_memory=self.device.type == "cuda")
+
+    def _check_fingerprint(self, current: dict[str, Any]) -> None:
+        """Refuse to resume on other training images (``data.root`` moves relative ``data.hr``)."""
+        self.fingerprint = current
+        if self._committed is None:
+            return
+        saved = self._saved_fingerprint
+        if saved is None:
+            self.say(f"note: the checkpoint of iteration {self._committed} predates training-set fingerprints; "
+                     f"the training images are not checked")
+            return
+        problem = fingerprint_mismatch(saved, current)
+        if problem:
+            raise TrainingError(f"{self.paths.root}: the training images differ from those the run was trained on "
+                                f"({problem}); data.hr and data.root must name the same images to resume")
 
     # ---- the loop
 
@@ -450,11 +397,15 @@ class Trainer:
         try:
             if self.iteration >= cfg.train.iterations:
                 self.say(f"{self.paths.root}: already trained to iteration {self.iteration}")
+                if self.main:  # finish what an interruption after the last commit left undone
+                    clean_run_dir(self.paths, self._committed, cfg.train.keep_checkpoints)
+                    publish_latest(self.paths, self.paths.latest_checkpoint()[1])
                 self._plots()
                 return self.paths.root
+            loader = self._loader()
+            self._open_run_dir()
             if cfg.val.at_start and self.iteration == 0:
                 self._validate()
-            loader = self._loader()
             self._loop(loader)
             return self.paths.root
         finally:
@@ -470,8 +421,9 @@ class Trainer:
                    disable=None if self.main else True, desc=f"{cfg.model.name} x{cfg.model.scale}")
         window = _Window()
         started = time.perf_counter()
+        stop = StopSignals()
         try:
-            with _StopSignals() as stop:
+            with stop:
                 tick = time.perf_counter()
                 for lr, hr in loader:
                     used_lr = self.optimizer.param_groups[0]["lr"]
@@ -497,15 +449,18 @@ class Trainer:
                     if it % cfg.train.checkpoint_every == 0 or it == total or result.stop:
                         self._checkpoint()
                     if result.stop:
-                        self.say(f"stopped at iteration {it} (checkpoint saved); run the same command to resume")
                         break
                     tick = time.perf_counter()
+        except KeyboardInterrupt:  # a second signal: at once, without a checkpoint
+            raise TrainingInterrupted(self.paths.root, self.iteration, stop.signum, self._committed) from None
         finally:
             bar.close()
         if self.main and self.iteration == total:  # finished (a stop breaks off earlier)
             self.say(self._summary())
         self._plots()
         _barrier(self.world_size)
+        if self.iteration < total:
+            raise TrainingInterrupted(self.paths.root, self.iteration, stop.signum, self._committed)
 
     def _skipped(self, loss: float) -> None:
         self.nonfinite += 1
@@ -554,12 +509,13 @@ class Trainer:
             self._plots()
 
     def _checkpoint(self) -> None:
-        if not self.main:
-            return
-        save_checkpoint(self.paths, self.iteration, model=self.net,
-                        ema=self.ema.module if self.ema is not None else None, state=self._state(),
-                        weights_meta=self._weights_meta(self.last_metrics),
-                        keep=self.cfg.train.keep_checkpoints)
+        if self.main:
+            self.log.sync()  # the records up to the checkpoint, durable before it is committed
+            save_checkpoint(self.paths, self.iteration, model=self.net,
+                            ema=self.ema.module if self.ema is not None else None, state=self._state(),
+                            weights_meta=self._weights_meta(self.last_metrics),
+                            keep=self.cfg.train.keep_checkpoints)
+        self._committed = self.iteration
 
     def _plots(self) -> None:
         if self.main and self.cfg.log.plots and (self.paths.root / "log.jsonl").is_file():
