@@ -23,6 +23,7 @@ import sisr
 from sisr.data.io import write_image
 from sisr.training.config import ScheduleConfig, load_config
 from sisr.weights.loading import load_model
+from sisr.training import trainer as train_module
 from sisr.training.trainer import TrainingError, TrainStep, load_init, lr_factor, train
 from sisr.errors import ConfigError
 from sisr.weights import load_weights, read_metadata
@@ -330,3 +331,22 @@ def test_resume_restores_ema_and_grad_scaler(data, tmp_path):
         _assert_same_weights(resumed / name, straight / name)
     states = [torch.load(next((r / "checkpoints").glob("0*/state.pt")), weights_only=True) for r in (resumed, straight)]
     assert states[0]["scaler"] == states[1]["scaler"]
+
+
+def test_a_second_signal_interrupts_at_once_and_names_the_last_checkpoint(data, tmp_path, monkeypatch):
+    real, calls = TrainStep.__call__, {"n": 0}
+
+    def step(self, lr, hr, stop=False):
+        calls["n"] += 1
+        if calls["n"] == 8:  # after the checkpoint of iteration 6
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, lr, hr, stop)
+
+    monkeypatch.setattr(TrainStep, "__call__", step)
+    with pytest.raises(train_module.TrainingInterrupted) as info:
+        train(_config(data, val={"every": 0}), run_dir=tmp_path / "run")
+    assert str(info.value) == (f"interrupted at iteration 7 (no checkpoint since iteration 6); resume with: "
+                               f"sisr train --resume --run-dir {tmp_path / 'run'}")
+    assert info.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are restored
