@@ -48,13 +48,50 @@ def command_line(command: str, args: argparse.Namespace, *, comma: tuple[str, ..
     return shlex.join(parts)
 
 
-def plan_outputs(inputs: list[str], output: Path, suffix: str) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """``(source, destination)`` pairs for the inputs, and one-line errors for inputs that cannot be used."""
-    from ..data.io import find_images
+EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "same": None}
+
+
+def check_suffix(suffix: str) -> str:
+    """``--suffix``: a plain part of a file name (no folder separators, no ``..``)."""
+    from ..errors import ConfigError
+
+    if "/" in suffix or "\\" in suffix or os.sep in suffix or ".." in suffix or "\0" in suffix:
+        raise ConfigError(f"--suffix '{suffix}': must be a plain name part (no '/', '\\' or '..')")
+    return suffix
+
+
+def plan_outputs(inputs: list[str], output: Path, suffix: str, *, ext: str = "png",
+                 has_suffix_option: bool = False) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """``(source, destination)`` pairs for the inputs, and one-line errors for inputs that cannot be used.
+
+    One input file and an output with an image extension (``OUTPUT_FORMATS``) that is not an existing
+    folder: that file. Otherwise OUTPUT is a folder (checked first: one ``ConfigError`` naming it);
+    names there take ``ext`` (``same``: the input's, PNG for formats that cannot be written). An output
+    named like an image file is never turned into a folder. ``has_suffix_option``: the command has
+    ``--suffix``, so hints may suggest it.
+    """
+    from ..data.io import OUTPUT_FORMATS, find_images
+    from ..errors import ConfigError
+
+    check_suffix(suffix)
+    if ext not in EXTENSIONS:
+        raise ConfigError(f"--ext '{ext}': choose one of {', '.join(EXTENSIONS)}")
+    names_file = output.suffix.lower() in OUTPUT_FORMATS and not output.is_dir()
+    single_file = len(inputs) == 1 and Path(inputs[0]).is_file() and names_file
+    if single_file:
+        check_output_file(output)
+    elif names_file and output.suffix:
+        raise ConfigError(f"{output}: names a {output.suffix} file, but "
+                          f"{'a folder' if len(inputs) == 1 else f'{len(inputs)} inputs'} need an output folder")
+    else:
+        check_output_dir(output)
+
+    def name(src: Path, stem: str) -> str:
+        out_ext = EXTENSIONS[ext] or (src.suffix.lower() if src.suffix.lower() in OUTPUT_FORMATS else ".png")
+        return f"{stem}{suffix}{out_ext}"
 
     jobs: list[tuple[Path, Path]] = []
     errors: list[str] = []
-    single_file = len(inputs) == 1 and Path(inputs[0]).is_file() and output.suffix.lower() == ".png"
     for item in map(Path, inputs):
         if item.is_dir():
             found = find_images(item)
@@ -62,9 +99,9 @@ def plan_outputs(inputs: list[str], output: Path, suffix: str) -> tuple[list[tup
                 errors.append(f"{item}: no image files in this folder")
             for src in found:
                 rel = src.relative_to(item)
-                jobs.append((src, output / rel.parent / f"{rel.stem}{suffix}.png"))
+                jobs.append((src, output / rel.parent / name(src, rel.stem)))
         elif item.is_file():
-            jobs.append((item, output if single_file else output / f"{item.stem}{suffix}.png"))
+            jobs.append((item, output if single_file else output / name(item, item.stem)))
         else:
             errors.append(f"{item}: no such file or folder")
     seen: dict[Path, Path] = {}
@@ -72,9 +109,14 @@ def plan_outputs(inputs: list[str], output: Path, suffix: str) -> tuple[list[tup
     for src, dst in jobs:
         key = dst.resolve()
         if key == src.resolve():
-            errors.append(f"{src}: the output would replace the input (choose another -o or a --suffix)")
+            hint = "choose another -o or a --suffix" if has_suffix_option else "choose another -o"
+            errors.append(f"{src}: the output would replace the input ({hint})")
         elif key in seen:
-            errors.append(f"{src}: output {dst} is also the output of {seen[key]} (use separate runs or a --suffix)")
+            other = seen[key]
+            hint = ("use --ext same, separate runs or another -o for one of them"
+                    if ext != "same" and other.suffix.lower() != src.suffix.lower() else
+                    "use separate runs or another -o for one of them")
+            errors.append(f"{src}: output {dst} is also the output of {other} ({hint})")
         else:
             seen[key] = src
             unique.append((src, dst))

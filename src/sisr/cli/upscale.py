@@ -4,30 +4,52 @@
 
 Folders are searched recursively and their sub-folder structure is kept under
 OUT; files in them that are not images are ignored, while a file named
-explicitly must be an image. Outputs are PNG (8 or 16 bit, as the input),
-written atomically; existing outputs are skipped unless ``--overwrite``. A bad
+explicitly must be an image. One input file and ``-o NAME.png|.jpg|.webp|.tif``
+writes that file; otherwise OUT is a folder and ``--ext`` picks the format.
+The ICC profile, EXIF (orientation reset: it is applied), XMP and DPI of each
+input are carried to its output where the format can hold them.
+
+The model, weights and every option are checked before any output is written
+or skipped. Each output records how it was made (model, scale, weights file and
+its sha256, the input's sha256 and the options that change pixels); an existing
+output is skipped only when its record equals this job's, and is an error
+otherwise (``--overwrite`` replaces it). Outputs are written atomically. A bad
 file is reported by name and skipped; the exit status is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
 import sys
 from pathlib import Path
 
 from ..errors import ConfigError, SisrError
-from .arguments import plan_outputs, tile
+from .arguments import EXTENSIONS, plan_outputs, tile
+
+ALPHA_MODES = ("bicubic", "model")
+COLOR_MODES = ("keep", "srgb")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders (searched recursively)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
-                        help="output folder (or a .png file name when the input is one image file)")
+                        help="output folder, or a .png/.jpg/.webp/.tif file name when the input is one image file")
     parser.add_argument("--model", metavar="NAME",
                         help="registry model (default: defian-s with shipped weights, else bicubic)")
     parser.add_argument("--scale", type=int, metavar="S", help="upscaling factor (default: the weights' scale, else 2)")
     parser.add_argument("--weights", metavar="FILE",
                         help="sisr .safetensors or an official .pt/.pth checkpoint (architecture recognised)")
+    parser.add_argument("--ext", default="png", choices=tuple(EXTENSIONS),
+                        help="format of the files written into a folder (default png; same: the input's)")
+    parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality 1-100 (default 95)")
+    parser.add_argument("--lossless", action="store_true", help="lossless WebP")
+    parser.add_argument("--color", default="keep", choices=COLOR_MODES,
+                        help="keep: carry the input's ICC profile (default); srgb: convert the pixels to sRGB")
+    parser.add_argument("--alpha", default="bicubic", choices=ALPHA_MODES,
+                        help="transparency: MATLAB bicubic (default) or through the network as gray")
     parser.add_argument("--tile", type=tile, metavar="N|auto",
                         help="process in overlapping N x N LR tiles, or 'auto' to fit the free memory")
     parser.add_argument("--tile-overlap", type=int, metavar="P", help="tile overlap in LR pixels (default 32)")
@@ -44,56 +66,130 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster runs)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--suffix", default="", help="added to each output name before .png (e.g. _x4)")
+    parser.add_argument("--suffix", default="", help="added to each output name before the extension (e.g. _x4)")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every option error as one ``ConfigError``, before any model is loaded."""
+    from ..inference.tiling import DEFAULT_TILE_OVERLAP
+
+    if args.chop and args.tile is not None:
+        raise ConfigError("choose --tile or --chop, not both")
+    if args.tile_overlap is not None and args.tile_overlap < 0:
+        raise ConfigError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
+    overlap = DEFAULT_TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
+    if isinstance(args.tile, int) and args.tile < 2 * overlap:
+        raise ConfigError(f"--tile {args.tile} must be at least twice the tile overlap ({overlap}; see --tile-overlap)")
+    if args.chop_shave < 0:
+        raise ConfigError(f"--chop-shave must be >= 0, got {args.chop_shave}")
+    if args.chop_min_size < 1:
+        raise ConfigError(f"--chop-min-size must be >= 1, got {args.chop_min_size}")
+    if not 1 <= args.quality <= 100:
+        raise ConfigError(f"--quality must be 1..100, got {args.quality}")
+    if args.scale is not None and args.scale < 1:
+        raise ConfigError(f"--scale must be >= 1, got {args.scale}")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def job_record(net, args: argparse.Namespace, output: Path) -> dict:
+    """What decides the pixels of an output, apart from its input (recorded in each output)."""
+    spec = net.sisr_spec
+    weights = (getattr(net, "sisr_weights", None) or {}).get("path")
+    pixel_options = {key: getattr(args, key) for key in (
+        "tile", "tile_overlap", "chop", "chop_shave", "chop_min_size", "chop_round_to_scale", "self_ensemble",
+        "precision", "alpha", "color")}
+    if output.suffix.lower() in (".jpg", ".jpeg", ".webp") or args.ext in ("jpg", "webp", "same"):
+        pixel_options.update(quality=args.quality, lossless=args.lossless)
+    return {"model": spec.name, "scale": int(spec.scale),
+            "weights": None if weights is None else {"name": Path(weights).name, "sha256": file_sha256(weights)},
+            "options": pixel_options}
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..data.io import read_image, write_image
+    from ..data.io import read_image, read_image_info, to_srgb, write_image
     from ..inference.images import resolve_model, upscale_array
     from ..inference.network import check_precision, model_device
     from ..utils.device import resolve_device
 
-    if args.chop and args.tile is not None:
-        raise ConfigError("choose --tile or --chop, not both")
+    check_options(args)
     resolve_device(args.device)  # an unavailable device is reported before anything else
     output = Path(args.output)
-    jobs, errors = plan_outputs(args.inputs, output, args.suffix)
+    jobs, errors = plan_outputs(args.inputs, output, args.suffix, ext=args.ext, has_suffix_option=True)
     for message in errors:
         print(f"sisr upscale: {message}", file=sys.stderr)
-    todo = [(s, d) for s, d in jobs if args.overwrite or not d.exists()]
-    skipped = len(jobs) - len(todo)
-
     failed = len(errors)
+    if not jobs:
+        if not failed:
+            print("sisr upscale: nothing to do (no input images)", file=sys.stderr)
+        return 1
+    # the model, weights and options are checked before any output is skipped or written
+    net = resolve_model(args.model, args.scale, weights=args.weights, device=args.device,
+                        notify=lambda m: print(f"sisr upscale: note: {m}", file=sys.stderr))
+    check_precision(net, args.precision, model_device(net))
+    record = job_record(net, args, output)
+
+    def provenance(src: Path) -> str:
+        return json.dumps({**record, "input_sha256": file_sha256(src)}, sort_keys=True)
+
+    todo, skipped = [], 0
+    for src, dst in jobs:
+        if args.overwrite or not dst.exists():
+            todo.append((src, dst))
+            continue
+        try:
+            same = read_image_info(dst).provenance == provenance(src)
+        except (SisrError, OSError):
+            same = False
+        if same:
+            skipped += 1
+        else:
+            print(f"sisr upscale: {dst}: exists and was not made from {src} with this model, weights and options "
+                  f"(use --overwrite to replace it)", file=sys.stderr)
+            failed += 1
+
     done = 0
     if todo:
-        net = resolve_model(args.model, args.scale, weights=args.weights, device=args.device,
-                            notify=lambda m: print(f"sisr upscale: note: {m}", file=sys.stderr))
-        check_precision(net, args.precision, model_device(net))
-        spec = getattr(net, "sisr_spec", None)
+        spec = net.sisr_spec
         print(f"sisr upscale: {spec.name} x{spec.scale} on {model_device(net)}, {len(todo)} image(s)", file=sys.stderr)
         options = dict(tile=args.tile, tile_overlap=args.tile_overlap, chop=args.chop, chop_shave=args.chop_shave,
                        chop_min_size=args.chop_min_size, chop_round_to_scale=args.chop_round_to_scale,
-                       self_ensemble=args.self_ensemble,
+                       self_ensemble=args.self_ensemble, alpha=args.alpha,
                        precision=args.precision, channels_last=args.channels_last, compile=args.compile,
                        progress=True)
-        for src, dst in tqdm(todo, desc="upscale", unit="img", disable=None):
+        lines = not sys.stderr.isatty()  # no bar off a terminal: one line per image instead
+        for i, (src, dst) in enumerate(tqdm(todo, desc="upscale", unit="img", disable=None), 1):
             try:
+                info = read_image_info(src)
+                if info.frames > 1:
+                    tqdm.write(f"sisr upscale: note: {src}: {info.frames} frames; only the first is upscaled",
+                               file=sys.stderr)
                 img = read_image(src)
-                write_image(dst, upscale_array(img, net, **options), overwrite=args.overwrite)
+                if args.color == "srgb":
+                    img = to_srgb(img, info.icc_profile, str(src))
+                    info = dataclasses.replace(info, icc_profile=None)  # the pixels are sRGB now
+                write_image(dst, upscale_array(img, net, **options), overwrite=args.overwrite, info=info,
+                            quality=args.quality, lossless=args.lossless, provenance=provenance(src))
                 done += 1
+                if lines:
+                    print(f"sisr upscale: [{i}/{len(todo)}] {src} -> {dst}", file=sys.stderr, flush=True)
             except SisrError as exc:
                 tqdm.write(f"sisr upscale: {exc}", file=sys.stderr)
                 failed += 1
     if done:
         print(f"wrote {done} image(s) to {output}")
     if skipped:
-        print(f"skipped {skipped} existing output(s) (use --overwrite to replace them)")
+        print(f"skipped {skipped} existing output(s) made with the same model, weights and options "
+              f"(use --overwrite to redo them)")
     if failed:
         print(f"sisr upscale: {failed} input(s) failed (see above)", file=sys.stderr)
-        return 1
-    if not jobs:
-        print("sisr upscale: nothing to do (no input images)", file=sys.stderr)
         return 1
     return 0

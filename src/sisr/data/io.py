@@ -22,19 +22,35 @@ Reading (Pillow decodes everything except 16-bit PNG):
   about 179 M) so this check and its message come first; Pillow's warning above 89 M pixels is
   silenced while reading, since this limit replaces it.
 
-Writing: PNG only, 8 bit for uint8 (Pillow) and 16 bit for uint16 (a small encoder here: zlib with
-the None/Sub/Up filter chosen per row), atomically, never replacing an existing file unless
-``overwrite=True``.
+* 16-bit colour TIFF is read with the optional ``tifffile`` package (``pip install 'sisr[tiff]'``);
+  without it such a file is refused with that hint. 8-bit and 16-bit gray TIFF go through Pillow.
+* GIF: the first frame (:func:`read_image_info` reports the frame count, so a caller can say so).
+
+Metadata (:func:`read_image_info`, :class:`ImageInfo`): the ICC profile, EXIF (with the
+orientation reset to 1, since the pixels are returned upright), XMP, DPI and the frame count are
+read separately from the pixels, so ``read_image`` stays a plain array for evaluation and training
+(which use pixels as stored, with no colour management).
+
+Writing (:func:`write_image`): the extension picks the format (``OUTPUT_FORMATS``): PNG (8 bit by
+Pillow; 16 bit by a small encoder here: zlib with the None/Sub/Up filter chosen per row), JPEG and
+WebP (8 bit; uint16 is rounded to 8 bit; ``quality``, WebP ``lossless``), TIFF (8 bit by Pillow,
+16 bit by ``tifffile``). An :class:`ImageInfo` passed as ``info`` is written where the format can
+carry it: ICC everywhere, EXIF and XMP everywhere but 16-bit TIFF (EXIF) , DPI in PNG/JPEG/TIFF.
+``provenance`` (a string) goes to a PNG ``tEXt`` chunk named ``sisr``, or the EXIF/TIFF
+``Software`` tag (``"sisr <text>"``) elsewhere, and comes back as ``ImageInfo.provenance``. Files
+are written atomically, never replacing an existing file unless ``overwrite=True``.
 
 Every problem with a file raises :class:`sisr.errors.ImageError` with one line ``"<path>: <problem>"``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +60,9 @@ from PIL import Image
 from ..errors import ImageError
 from ..utils.fs import atomic_path
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+TIFF_HINT = "install the optional tifffile package: pip install 'sisr[tiff]'"
 MAX_PIXELS = 2**27
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -53,6 +71,11 @@ _CHANNELS_COLOR_TYPE = {c: t for t, c in _PNG_COLOR_CHANNELS.items()}
 _ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))
 _IDAT_CHUNK = 1 << 20
 _ORIENTATION_TAG = 0x0112
+_SOFTWARE_TAG = 0x0131
+_XMP_TAG = 700
+_EXIF_POINTERS = frozenset({0x8769, 0x8825, 0xA005})  # Exif, GPS, interoperability sub-IFDs (not kept in TIFF)
+_PROVENANCE_PREFIX = "sisr "
+_PROVENANCE_KEY = "sisr"
 _TO_RGB_MODES = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error, IndexError)
 
@@ -96,18 +119,185 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return out if out.flags.writeable else out.copy()
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False) -> Path:
-    """Write a ``(H, W)``/``(H, W, C)`` uint8 or uint16 array as PNG (8 or 16 bit), atomically."""
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file carries besides its pixels (see :func:`read_image_info`)."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None  # EXIF block with the orientation reset to 1 (the pixels are read upright)
+    xmp: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    frames: int = 1
+    provenance: str | None = None  # what write_image(provenance=...) recorded
+
+
+def read_image_info(path: str | os.PathLike) -> ImageInfo:
+    """ICC profile, EXIF, XMP, DPI, frame count and sisr provenance of an image file (pixels not decoded)."""
     path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ImageError(f"{path}: only PNG output is supported (use a .png name)")
+    _check_readable_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                info = im.info
+                exif = im.getexif()
+                software = exif.get(_SOFTWARE_TAG)
+                if im.format == "TIFF":
+                    software = im.tag_v2.get(305, software)
+                provenance = None
+                if isinstance(getattr(im, "text", None), dict) and _PROVENANCE_KEY in im.text:
+                    provenance = im.text[_PROVENANCE_KEY]
+                elif isinstance(software, str) and software.startswith(_PROVENANCE_PREFIX):
+                    provenance = software[len(_PROVENANCE_PREFIX):]
+                exif_bytes = None
+                if len(exif):
+                    if _ORIENTATION_TAG in exif:
+                        exif[_ORIENTATION_TAG] = 1
+                    exif_bytes = exif.tobytes()
+                xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
+                if xmp is None and im.format == "TIFF":
+                    xmp = im.tag_v2.get(_XMP_TAG)
+                if isinstance(xmp, str):
+                    xmp = xmp.encode("utf-8")
+                dpi = info.get("dpi")
+                return ImageInfo(icc_profile=info.get("icc_profile") or None, exif=exif_bytes, xmp=xmp or None,
+                                 dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
+                                 frames=int(getattr(im, "n_frames", 1) or 1), provenance=provenance)
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{path}: corrupt image metadata ({str(exc).strip() or type(exc).__name__})") from None
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The format a file name asks for (``PNG``, ``JPEG``, ``WEBP``, ``TIFF``); ``ImageError`` otherwise."""
+    path = Path(path)
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{path}: unknown output extension '{path.suffix}' "
+                         f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
+    return fmt
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, overwrite: bool = False, *, info: ImageInfo | None = None,
+                quality: int = 95, lossless: bool = False, provenance: str | None = None) -> Path:
+    """Write a ``(H, W)``/``(H, W, C)`` uint8 or uint16 array, atomically, in the format its extension names.
+
+    ``info``: metadata to carry (ICC, EXIF, XMP, DPI) where the format can; ``quality`` (1-100) for
+    JPEG and lossy WebP; ``lossless`` for WebP; ``provenance``: a string recorded in the file.
+    """
+    path = Path(path)
+    fmt = output_format(path)
     arr = _as_hwc(img, str(path))
+    if not 1 <= int(quality) <= 100:
+        raise ImageError(f"{path}: quality must be 1..100, got {quality}")
+    info = info or ImageInfo()
+    if fmt in ("JPEG", "WEBP") and arr.dtype == np.uint16:
+        arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # these formats hold 8 bit
+    if fmt == "JPEG" and arr.shape[2] in (2, 4):
+        raise ImageError(f"{path}: JPEG cannot hold transparency (use .png, .webp or .tif)")
+    if fmt == "WEBP" and arr.shape[2] <= 2:  # WebP holds RGB(A) only
+        arr = np.concatenate([arr[..., :1]] * 3 + ([arr[..., 1:]] if arr.shape[2] == 2 else []), axis=2)
+    if fmt == "TIFF" and arr.dtype == np.uint16:
+        try:
+            import tifffile
+        except ImportError:
+            raise ImageError(f"{path}: writing 16-bit TIFF needs tifffile ({TIFF_HINT})") from None
     with atomic_path(path, overwrite=overwrite) as tmp:
-        if arr.dtype == np.uint16:
-            tmp.write_bytes(encode_png16(arr))
+        if fmt == "PNG" and arr.dtype == np.uint16:
+            tmp.write_bytes(encode_png16(arr, info=info, provenance=provenance))
+        elif fmt == "TIFF" and arr.dtype == np.uint16:
+            _write_tiff16(tmp, arr, info, provenance)
         else:
-            Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
+            _save_with_pillow(tmp, arr, fmt, info, quality, lossless, provenance)
     return path
+
+
+def _save_with_pillow(tmp: Path, arr: np.ndarray, fmt: str, info: ImageInfo, quality: int, lossless: bool,
+                      provenance: str | None) -> None:
+    im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    exif = Image.Exif()
+    if info.exif:
+        exif.load(info.exif)
+    if provenance is not None and fmt != "PNG":
+        exif[_SOFTWARE_TAG] = _PROVENANCE_PREFIX + provenance
+    options: dict = {}
+    if info.icc_profile:
+        options["icc_profile"] = info.icc_profile
+    if len(exif):
+        options["exif"] = exif.tobytes()
+    if info.xmp and fmt not in ("TIFF", "PNG"):
+        options["xmp"] = info.xmp
+    if info.dpi and fmt != "WEBP":
+        options["dpi"] = info.dpi
+    if fmt == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        text = PngInfo()
+        if info.xmp:
+            text.add_itxt("XML:com.adobe.xmp", info.xmp.decode("utf-8", "replace"))
+        if provenance is not None:
+            text.add_text(_PROVENANCE_KEY, provenance)
+        options["pnginfo"] = text
+    elif fmt == "JPEG":
+        options.update(quality=int(quality), subsampling=0 if quality >= 90 else 2)
+    elif fmt == "WEBP":
+        options.update(quality=int(quality), lossless=bool(lossless), exact=True)
+    elif fmt == "TIFF":
+        tags = {k: v for k, v in exif.items() if k not in _EXIF_POINTERS}  # TIFF holds IFD0 tags itself
+        options.pop("exif", None)
+        if info.xmp:
+            tags[_XMP_TAG] = info.xmp
+        if provenance is not None:
+            tags[305] = _PROVENANCE_PREFIX + provenance
+        options.update(compression="tiff_adobe_deflate", tiffinfo=tags)
+    im.save(tmp, format=fmt, **options)
+
+
+def _write_tiff16(tmp: Path, arr: np.ndarray, info: ImageInfo, provenance: str | None) -> None:
+    import tifffile
+
+    extratags = []
+    if info.xmp:
+        extratags.append((_XMP_TAG, "B", len(info.xmp), info.xmp, True))
+    if info.exif:
+        exif = Image.Exif()
+        exif.load(info.exif)
+        extratags += [(k, "s", 0, v, True) for k, v in exif.items()
+                      if isinstance(v, str) and k not in (_SOFTWARE_TAG, 270)]  # ASCII IFD0 tags (Artist...)
+    channels = arr.shape[2]
+    options: dict = dict(photometric="rgb" if channels >= 3 else "minisblack", compression="zlib",
+                         extrasamples=("unassalpha",) if channels in (2, 4) else None, metadata=None,
+                         extratags=extratags)
+    if info.icc_profile:
+        options["iccprofile"] = info.icc_profile
+    if info.dpi:
+        options.update(resolution=info.dpi, resolutionunit="INCH")
+    if provenance is not None:
+        options["software"] = _PROVENANCE_PREFIX + provenance
+    tifffile.imwrite(tmp, arr[..., 0] if channels == 1 else arr, **options)
+
+
+def to_srgb(img: np.ndarray, icc_profile: bytes | None, name: str = "image") -> np.ndarray:
+    """Convert 8-bit RGB(A)/gray pixels from their ICC profile to sRGB with Pillow's ImageCms (no profile: as is)."""
+    arr = _as_hwc(img, name)
+    if not icc_profile:
+        return arr
+    if arr.dtype != np.uint8:
+        raise ImageError(f"{name}: sRGB conversion supports 8-bit images only (keep the profile: --color keep)")
+    from PIL import ImageCms
+
+    color, alpha = split_alpha(arr)
+    mode = "L" if color.shape[2] == 1 else "RGB"
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        srgb = ImageCms.createProfile("sRGB")
+        im = Image.fromarray(color[..., 0] if mode == "L" else color)
+        out = ImageCms.profileToProfile(im, source, srgb, outputMode="RGB" if mode == "RGB" else "L")
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        raise ImageError(f"{name}: cannot convert to sRGB with its ICC profile ({exc})") from None
+    converted = np.asarray(out, dtype=np.uint8)
+    return merge_alpha(converted[..., None] if converted.ndim == 2 else converted, alpha)
 
 
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -175,8 +365,8 @@ def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
     return arr
 
 
-def encode_png16(img: np.ndarray) -> bytes:
-    """16-bit PNG bytes of a ``(H, W, C)`` uint16 array (C = 1, 2, 3, 4)."""
+def encode_png16(img: np.ndarray, *, info: ImageInfo | None = None, provenance: str | None = None) -> bytes:
+    """16-bit PNG bytes of a ``(H, W, C)`` uint16 array (C = 1, 2, 3, 4), with iCCP/pHYs/eXIf/XMP from ``info``."""
     arr = _as_hwc(img, "image array")
     if arr.dtype != np.uint16:
         raise ImageError(f"image array: encode_png16 needs uint16, got {arr.dtype}")
@@ -197,6 +387,18 @@ def encode_png16(img: np.ndarray) -> bytes:
     scanlines[:, 1:] = candidates[choice, np.arange(h)]
     data = zlib.compress(scanlines.tobytes(), 6)
     out = [_PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, _CHANNELS_COLOR_TYPE[c], 0, 0, 0))]
+    if info is not None and info.icc_profile:
+        out.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(info.icc_profile)))
+    if info is not None and info.dpi:
+        ppm = [int(round(d / 0.0254)) for d in info.dpi]
+        out.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+    if info is not None and info.exif:
+        body = info.exif[6:] if info.exif.startswith(b"Exif\0\0") else info.exif
+        out.append(_chunk(b"eXIf", body))
+    if info is not None and info.xmp:
+        out.append(_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + info.xmp))
+    if provenance is not None:
+        out.append(_chunk(b"tEXt", _PROVENANCE_KEY.encode("latin-1") + b"\0" + provenance.encode("latin-1", "replace")))
     out += [_chunk(b"IDAT", data[i:i + _IDAT_CHUNK]) for i in range(0, max(len(data), 1), _IDAT_CHUNK)]
     out.append(_chunk(b"IEND", b""))
     return b"".join(out)
@@ -245,8 +447,7 @@ def _pillow_to_array(im: Image.Image, path: Path) -> np.ndarray:
         bits = im.tag_v2.get(258)  # BitsPerSample
         bits = bits if isinstance(bits, tuple) else (bits,)
         if any(b is not None and b > 8 for b in bits):
-            raise ImageError(f"{path}: {max(bits)}-bit colour TIFF is not supported (Pillow reduces it to 8 bit); "
-                             f"save it as 16-bit PNG")
+            return _read_tiff16(path, max(bits))
     if mode == "1":
         im, mode = im.convert("L"), "L"
     if mode in ("P", "PA"):
@@ -276,6 +477,18 @@ def _pillow_to_array(im: Image.Image, path: Path) -> np.ndarray:
     else:
         raise ImageError(f"{path}: unsupported pixel format (Pillow mode '{mode}')")
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _read_tiff16(path: Path, bits: int) -> np.ndarray:
+    try:
+        import tifffile
+    except ImportError:
+        raise ImageError(f"{path}: {bits}-bit colour TIFF needs tifffile (Pillow reduces it to 8 bit); "
+                         f"{TIFF_HINT}") from None
+    arr = np.asarray(tifffile.imread(path, key=0))
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageError(f"{path}: unsupported TIFF layout {arr.shape} {arr.dtype} (expected 16-bit RGB or RGBA)")
+    return arr
 
 
 def _decode_png16(data: bytes, path: Path) -> tuple[np.ndarray, int]:

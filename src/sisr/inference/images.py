@@ -65,14 +65,16 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike | nn
             device: str | torch.device = "auto", tile: int | str | None = None, tile_overlap: int | None = None,
             chop: bool = False, chop_shave: int = CHOP_SHAVE, chop_min_size: int = CHOP_MIN_SIZE,
             chop_round_to_scale: bool = False, self_ensemble: bool = False, precision: str = "fp32",
-            channels_last: bool = False, compile: bool = False, progress: bool = False) -> np.ndarray:
+            channels_last: bool = False, compile: bool = False, progress: bool = False,
+            alpha: str = "bicubic") -> np.ndarray:
     """Super-resolve a numpy image (or an image file) and return a numpy image of the same form.
 
     ``image``: ``(H, W)`` or ``(H, W, C)`` with C = 1 gray, 2 gray+alpha, 3 RGB,
     4 RGBA; uint8, uint16 (kept, through float32) or float in [0, 1] (float32
     out). Gray runs through the network as RGB (the gray value in all three
     channels) and is brought back with the BT.601 luma weights; alpha is
-    upscaled separately with MATLAB-exact bicubic interpolation and clamped.
+    upscaled separately with MATLAB-exact bicubic interpolation and clamped
+    (``alpha="model"``: through the network as gray instead).
     ``model``: registry name, weights file or ``nn.Module`` (default: see
     :func:`default_model`); ``scale`` defaults to the weights file's, else 2.
     Loading a network per call is slow: for many images pass a module from
@@ -86,7 +88,7 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike | nn
     return upscale_array(image, net, tile=tile, tile_overlap=tile_overlap, chop=chop, chop_shave=chop_shave,
                          chop_min_size=chop_min_size, chop_round_to_scale=chop_round_to_scale,
                          self_ensemble=self_ensemble, precision=precision, channels_last=channels_last,
-                         compile=compile, progress=progress)
+                         compile=compile, progress=progress, alpha=alpha)
 
 
 GRAY_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
@@ -97,8 +99,17 @@ def rgb_to_gray(y: torch.Tensor) -> torch.Tensor:
     return (y * torch.tensor(GRAY_LUMA, dtype=y.dtype, device=y.device).view(3, 1, 1)).sum(0, keepdim=True)
 
 
-def upscale_array(image: np.ndarray, net: nn.Module, **run_options) -> np.ndarray:
-    """``upscale`` for a numpy image and a ready network; ``run_options`` go to :func:`run`."""
+ALPHA_MODES = ("bicubic", "model")
+
+
+def upscale_array(image: np.ndarray, net: nn.Module, *, alpha: str = "bicubic", **run_options) -> np.ndarray:
+    """``upscale`` for a numpy image and a ready network; ``run_options`` go to :func:`run`.
+
+    ``alpha``: ``bicubic`` (MATLAB-exact, clamped) or ``model`` (the alpha plane through the
+    network as a gray image).
+    """
+    if alpha not in ALPHA_MODES:
+        raise ConfigError(f"alpha must be one of {', '.join(ALPHA_MODES)}, got '{alpha}'")
     from ..data.io import image_to_tensor, tensor_to_image
 
     arr = np.asarray(image)
@@ -113,7 +124,7 @@ def upscale_array(image: np.ndarray, net: nn.Module, **run_options) -> np.ndarra
     channels = arr.shape[2]
     gray = channels <= 2
     color = arr[:, :, :1] if gray else arr[:, :, :3]
-    alpha = arr[:, :, -1] if channels in (2, 4) else None
+    alpha_plane = arr[:, :, -1] if channels in (2, 4) else None
 
     def to_tensor(a: np.ndarray) -> torch.Tensor:
         if is_float:
@@ -127,8 +138,12 @@ def upscale_array(image: np.ndarray, net: nn.Module, **run_options) -> np.ndarra
     if gray:
         y = rgb_to_gray(y)
     y = y.cpu()
-    if alpha is not None:
-        a = _upscale_alpha(to_tensor(alpha[:, :, None])[0], y.shape[-2:])
+    if alpha_plane is not None:
+        a = to_tensor(alpha_plane[:, :, None])
+        if alpha == "model":
+            a = rgb_to_gray(run(net, a.expand(3, -1, -1)[None].contiguous(), **run_options)[0]).cpu()[0].clamp(0, 1)
+        else:
+            a = _upscale_alpha(a[0], y.shape[-2:])
         y = torch.cat([y, a[None]], 0)
     if is_float:
         out = y.clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float32)
