@@ -74,3 +74,10 @@ def test_an_output_that_would_replace_its_input_is_refused_even_with_overwrite(t
     assert main(["resize", str(tmp_path / "a.png"), "-o", str(tmp_path), "--scale", "0.5", "--overwrite"]) == 1
     assert "would replace the input" in capsys.readouterr().err
     assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_resize_hints_do_not_suggest_a_suffix_option_it_lacks(tmp_path, capsys):
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    assert main(["resize", str(tmp_path / "a.png"), "-o", str(tmp_path), "--scale", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "would replace the input" in err and "--suffix" not in err

@@ -70,17 +70,19 @@ def plan_outputs(inputs: list[str], output: Path, suffix: str, *, ext: str = "pn
     named like an image file is never turned into a folder. ``has_suffix_option``: the command has
     ``--suffix``, so hints may suggest it.
     """
-    from ..data.io import OUTPUT_FORMATS, find_images
+    from ..data.io import IMAGE_EXTENSIONS, OUTPUT_FORMATS, find_images
     from ..errors import ConfigError
 
     check_suffix(suffix)
     if ext not in EXTENSIONS:
         raise ConfigError(f"--ext '{ext}': choose one of {', '.join(EXTENSIONS)}")
+    if output.suffix.lower() in IMAGE_EXTENSIONS - set(OUTPUT_FORMATS) and not output.is_dir():
+        raise ConfigError(f"{output}: cannot write {output.suffix} files (use {', '.join(sorted(OUTPUT_FORMATS))})")
     names_file = output.suffix.lower() in OUTPUT_FORMATS and not output.is_dir()
     single_file = len(inputs) == 1 and Path(inputs[0]).is_file() and names_file
     if single_file:
         check_output_file(output)
-    elif names_file and output.suffix:
+    elif names_file:
         raise ConfigError(f"{output}: names a {output.suffix} file, but "
                           f"{'a folder' if len(inputs) == 1 else f'{len(inputs)} inputs'} need an output folder")
     else:

@@ -1,0 +1,176 @@
+"""`sisr upscale` outputs: formats, carried metadata, provenance-checked skipping, output checks up front."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sisr.cli import main
+from sisr.data.io import read_image, read_image_info, write_image
+
+from data.test_image_metadata import ADOBE_RGB, ARTIST, ORIENTATION, photo
+
+BICUBIC = ["--model", "bicubic", "--scale", "2"]
+
+
+@pytest.mark.parametrize("name", ["out.png", "out.jpg", "out.webp", "out.tif"])
+def test_a_jpeg_upscales_to_the_named_file_with_profile_and_exif(tmp_path, name):
+    src = photo(tmp_path)  # 8 wide, 12 high as stored, orientation 6 (rotated upright: 12 x 8)
+    out = tmp_path / name
+    assert main(["upscale", str(src), "-o", str(out), *BICUBIC]) == 0
+    assert out.is_file()  # a file, not a folder
+    info = read_image_info(out)
+    assert info.icc_profile == ADOBE_RGB
+    exif = Image.Exif()
+    exif.load(info.exif)
+    assert exif[ARTIST] == "Ann Example" and exif.get(ORIENTATION, 1) == 1
+    assert read_image(out).shape == (24, 16, 3)  # orientation applied, then x2
+
+
+def test_a_folder_honours_ext(tmp_path):
+    src = tmp_path / "in"
+    write_image(src / "a.png", np.zeros((4, 4, 3), np.uint8))
+    photo(src, "b.jpg")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "jpg"), "--ext", "jpg", *BICUBIC]) == 0
+    assert sorted(p.name for p in (tmp_path / "jpg").iterdir()) == ["a.jpg", "b.jpg"]
+    assert main(["upscale", str(src), "-o", str(tmp_path / "same"), "--ext", "same", *BICUBIC]) == 0
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["a.png", "b.jpg"]
+    assert main(["upscale", str(src), "-o", str(tmp_path / "tif"), "--ext", "tiff", *BICUBIC]) == 0
+    assert read_image_info(tmp_path / "tif" / "b.tif").icc_profile == ADOBE_RGB
+
+
+def test_color_srgb_converts_and_drops_the_profile(tmp_path):
+    src = photo(tmp_path)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "k.png"), *BICUBIC]) == 0
+    assert main(["upscale", str(src), "-o", str(tmp_path / "s.png"), "--color", "srgb", *BICUBIC]) == 0
+    assert read_image_info(tmp_path / "s.png").icc_profile is None
+    diff = np.abs(read_image(tmp_path / "s.png").astype(int) - read_image(tmp_path / "k.png").astype(int))
+    assert diff.max() > 3
+
+
+def test_an_unknown_or_unwritable_output_name_is_one_line_before_any_work(tmp_path, capsys):
+    src = photo(tmp_path)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out.bmp"), *BICUBIC]) == 1
+    assert "cannot write .bmp" in capsys.readouterr().err
+    assert not (tmp_path / "out.bmp").exists()
+    assert main(["upscale", str(tmp_path), "-o", str(tmp_path / "x.png"), *BICUBIC]) == 1
+    assert "need an output folder" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for bad in (afile, afile / "sub", "/proc/x"):
+        assert main(["upscale", str(src), "-o", f"{bad}/", "--model", "edsr-baseline", "--scale", "2"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and str(bad) in err and "Traceback" not in err, err
+
+
+def test_suffix_is_a_plain_name_part(tmp_path, capsys):
+    src = photo(tmp_path)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o"), "--suffix", "/../../evil", *BICUBIC]) == 1
+    assert "--suffix" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("evil*")) and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("options", [["--tile", "40"], ["--tile-overlap", "-5", "--tile", "64"],
+                                     ["--chop", "--chop-shave", "-3"], ["--quality", "0"]])
+def test_option_errors_come_once_before_the_model(tmp_path, capsys, options):
+    write_image(tmp_path / "in" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    write_image(tmp_path / "in" / "b.png", np.zeros((4, 4, 3), np.uint8))
+    assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--model", "nosuchmodel", *options]) == 1
+    err = capsys.readouterr().err
+    assert err.count("sisr") == 1 and "nosuchmodel" not in err, err
+
+
+def test_existing_outputs_are_skipped_only_when_made_the_same_way(tmp_path, capsys):
+    src = tmp_path / "in"
+    write_image(src / "a.png", np.random.default_rng(0).integers(0, 256, (6, 6, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), "-o", str(out), *BICUBIC]) == 0
+    before = (out / "a.png").read_bytes()
+    capsys.readouterr()
+    assert main(["upscale", str(src), "-o", str(out), *BICUBIC]) == 0
+    assert "skipped 1 existing" in capsys.readouterr().out
+    for other in (["--model", "bicubic", "--scale", "3"], [*BICUBIC, "--self-ensemble"],
+                  [*BICUBIC, "--alpha", "model"]):
+        assert main(["upscale", str(src), "-o", str(out), *other]) == 1
+        err = capsys.readouterr().err
+        assert f"{out / 'a.png'}: exists and was not made" in err and "--overwrite" in err
+        assert (out / "a.png").read_bytes() == before
+    write_image(src / "a.png", np.zeros((6, 6, 3), np.uint8), overwrite=True)  # a new input under the old name
+    assert main(["upscale", str(src), "-o", str(out), *BICUBIC]) == 1
+    capsys.readouterr()
+    assert main(["upscale", str(src), "-o", str(out), *BICUBIC, "--overwrite"]) == 0
+    assert read_image(out / "a.png").max() == 0
+
+
+def test_a_file_not_made_by_sisr_is_not_skipped(tmp_path, capsys):
+    write_image(tmp_path / "in" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    write_image(tmp_path / "out" / "a.png", np.ones((8, 8, 3), np.uint8))
+    assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *BICUBIC]) == 1
+    assert read_image(tmp_path / "out" / "a.png").max() == 1
+
+
+@pytest.mark.parametrize("bad", [["--weights", "nonexist.safetensors"], ["--model", "edsr2"]])
+def test_model_and_weights_are_checked_before_anything_is_skipped(tmp_path, capsys, bad):
+    write_image(tmp_path / "in" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *BICUBIC]) == 0
+    capsys.readouterr()
+    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *bad]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "skipped" not in captured.out and ("nonexist" in captured.err or "edsr2" in captured.err)
+
+
+def test_provenance_records_the_weights_file_hash(tmp_path):
+    import hashlib
+    import json
+
+    from sisr.weights import save_weights
+
+    net = _tiny()
+    weights = save_weights(net, tmp_path / "tiny.safetensors", model="edsr-baseline", scale=2,
+                           hparams=net.sisr_spec.hparams)
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "--weights", str(weights)]) == 0
+    record = json.loads(read_image_info(tmp_path / "o.png").provenance)
+    assert record["weights"] == {"name": "tiny.safetensors", "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert record["model"] == "edsr-baseline" and record["scale"] == 2
+    assert record["input_sha256"] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+
+
+def _tiny():
+    import sisr
+
+    return sisr.create_model("edsr-baseline", scale=2, n_resblocks=1, n_feats=4).eval()
+
+
+def test_progress_lines_off_a_terminal_and_gifs_in_folders(tmp_path, capsys):
+    src = tmp_path / "in"
+    write_image(src / "a.png", np.zeros((4, 4, 3), np.uint8))
+    frames = [Image.fromarray(np.full((4, 5, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(src / "b.gif", save_all=True, append_images=frames[1:])
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), *BICUBIC]) == 0
+    err = capsys.readouterr().err
+    assert "[1/2]" in err and "[2/2]" in err
+    assert "b.gif: 2 frames; only the first is upscaled" in err
+    assert read_image(tmp_path / "out" / "b.png").shape == (8, 10, 3)
+
+
+def test_alpha_model_through_the_bicubic_network_matches_bicubic_alpha(tmp_path):
+    rgba = np.random.default_rng(3).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    write_image(tmp_path / "a.png", rgba)
+    for mode in ("bicubic", "model"):
+        assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / f"{mode}.png"), "--alpha", mode,
+                     *BICUBIC]) == 0
+    a, b = (read_image(tmp_path / f"{m}.png").astype(int) for m in ("bicubic", "model"))
+    assert a.shape == (12, 14, 4) and np.abs(a - b).max() <= 1
+
+
+def test_name_collisions_suggest_what_helps(tmp_path, capsys):
+    write_image(tmp_path / "in" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "in" / "a.jpg")
+    assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *BICUBIC]) == 1
+    err = capsys.readouterr().err
+    assert "--ext same" in err and "--suffix" not in err
+    assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "same"), "--ext", "same", *BICUBIC]) == 0
+
