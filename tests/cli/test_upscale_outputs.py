@@ -174,3 +174,33 @@ def test_name_collisions_suggest_what_helps(tmp_path, capsys):
     assert "--ext same" in err and "--suffix" not in err
     assert main(["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "same"), "--ext", "same", *BICUBIC]) == 0
 
+
+
+def test_alpha_model_sends_the_alpha_plane_through_the_network():
+    import torch
+
+    from sisr.inference.images import upscale_array
+
+    torch.manual_seed(0)
+    net = _tiny()
+    rgba = np.random.default_rng(4).integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    out = upscale_array(rgba, net, alpha="model")
+    as_gray = upscale_array(rgba[..., 3:], net)  # the alpha plane as a gray image
+    np.testing.assert_array_equal(out[..., 3:], as_gray)
+    assert not np.array_equal(out[..., 3:], upscale_array(rgba, net)[..., 3:])  # bicubic alpha differs
+    with pytest.raises(Exception, match="alpha must be one of"):
+        upscale_array(rgba, net, alpha="nearest")
+
+
+@pytest.mark.parametrize("name", ["o.png", "o.tif"])
+def test_16bit_input_keeps_16_bit_and_its_profile(tmp_path, name):
+    if name.endswith(".tif"):
+        pytest.importorskip("tifffile")
+    from sisr.data.io import ImageInfo
+
+    pixels = np.random.default_rng(5).integers(0, 65536, (5, 4, 3), dtype=np.uint16)
+    src = write_image(tmp_path / "in16.png", pixels, info=ImageInfo(icc_profile=ADOBE_RGB, dpi=(72.0, 72.0)))
+    assert main(["upscale", str(src), "-o", str(tmp_path / name), *BICUBIC]) == 0
+    out = read_image(tmp_path / name)
+    assert out.dtype == np.uint16 and out.shape == (10, 8, 3)
+    assert read_image_info(tmp_path / name).icc_profile == ADOBE_RGB
