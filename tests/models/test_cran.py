@@ -46,10 +46,44 @@ def _paper_mask(crac: CRAC, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_mask_follows_the_paper_equations():
-    crac = _crac(c_in=16, c_out=8, groups=4).double()
+    crac = _crac(c_in=16, c_out=8, groups=4, descriptor_norm="none").double()
     x = torch.randn(2, 16, 7, 10, dtype=torch.double)
     with torch.no_grad():
         torch.testing.assert_close(crac.mask(x), _paper_mask(crac, x), atol=1e-12, rtol=1e-10)
+
+
+def test_rms_norm_is_the_paper_form_on_normalised_descriptors_and_scale_free():
+    crac = _crac(c_in=16, c_out=8, groups=4).double()
+    assert crac.descriptor_norm == "rms"
+    x = torch.randn(2, 16, 7, 10, dtype=torch.double) + 0.5
+    with torch.no_grad():
+        mask = crac.mask(x)
+        # the descriptors are linear in x, so scaling x by 1000 (a deep trunk at rgb_range 255) changes nothing
+        torch.testing.assert_close(crac.mask(1000 * x), mask, atol=1e-4, rtol=0)  # up to eps
+        paper = _crac(c_in=16, c_out=8, groups=4, descriptor_norm="none").double()
+        assert not torch.allclose(paper.mask(1000 * x), paper.mask(x))
+
+
+def test_layer_norm_descriptors_are_zero_mean_unit_variance():
+    from sisr.models.cran import normalise_descriptors
+    desc = torch.randn(3, 5, 64, dtype=torch.double) * 300 + 40
+    out = normalise_descriptors(desc, "layer")
+    torch.testing.assert_close(out.mean(-1), torch.zeros(3, 5, dtype=torch.double), atol=1e-9, rtol=0)
+    torch.testing.assert_close(out.pow(2).mean(-1), torch.ones(3, 5, dtype=torch.double), atol=1e-6, rtol=0)
+    rms = normalise_descriptors(desc, "rms")
+    torch.testing.assert_close(rms.pow(2).mean(-1), torch.ones(3, 5, dtype=torch.double), atol=1e-6, rtol=0)
+    assert normalise_descriptors(desc, "none") is desc
+
+
+def test_masks_unsaturated_with_the_fix_and_saturated_without_on_large_inputs():
+    # trunk features at rgb_range 255 reach magnitudes of hundreds to tens of thousands
+    x = torch.rand(1, 16, 12, 12) * 500
+    fractions = {}
+    for norm in ("rms", "none"):
+        with torch.no_grad():
+            mask = _crac(c_in=16, c_out=16, descriptor_norm=norm).mask(x)
+        fractions[norm] = float(((mask > 0.01) & (mask < 0.99)).float().mean())
+    assert fractions["rms"] > 0.9 and fractions["none"] < 0.5
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -170,10 +204,12 @@ def test_declared_precisions(precision):
 
 
 def test_fp16_is_not_declared_because_it_overflows():
-    # the descriptor affinities R grow with the square of the features (rgb_range 255): fp16 overflows
+    # paper form: the affinities R grow with the square of the features (rgb_range 255) and overflow fp16;
+    # with the descriptor normalisation the squares of the descriptors in its RMS still can at full size
     assert "fp16" not in get_info("cran").precisions
     torch.manual_seed(0)
-    model = sisr.create_model("cran", scale=2, **get_info("cran").tiny).eval().half()
+    model = sisr.create_model("cran", scale=2, **{**get_info("cran").tiny, "group_conv": False},
+                               descriptor_norm="none").eval().half()
     with torch.no_grad():
         assert not torch.isfinite(model(torch.rand(2, 3, 9, 7).half())).all()
 
@@ -190,17 +226,20 @@ def test_parameter_count_from_its_parts():
     rcan = count_parameters(sisr.create_model("rcan", scale=2))
     channel_attention = 2 * c * (c // 16) + c // 16 + c  # 1x1 convs c->c/16 and c/16->c, with biases
     conv = 9 * c * c + c
-    expected = (rcan - g * b * channel_attention - g * conv
+    assert hp["group_conv"] is True  # RCAN's per-group tail conv kept (Table 7's MACs, docs)
+    expected = (rcan - g * b * channel_attention
                 + g * 2 * _crac_extra_params(c, hp["n_descriptors"], hp["ci_groups"]))
     model = sisr.create_model("cran", scale=2)
-    assert count_parameters(model) == expected
-    with_group_conv = sisr.create_model("cran", scale=2, group_conv=True)
-    assert count_parameters(with_group_conv) == expected + g * conv
+    assert count_parameters(model) == expected == 15_659_367
+    without_group_conv = sisr.create_model("cran", scale=2, group_conv=False)
+    assert count_parameters(without_group_conv) == expected - g * conv
+    # the descriptor normalisation has no parameters
+    assert count_parameters(sisr.create_model("cran", scale=2, descriptor_norm="none")) == expected
     fewer_descriptors = sisr.create_model("cran", scale=2, n_descriptors=4)
     assert count_parameters(fewer_descriptors) == expected - g * 2 * 3 * 9
-    # the paper's 14.94M within the declared tolerance, and below RCAN as Table 7 says
+    # the paper's 14.94M within the declared tolerance; below RCAN (as Table 7 says) only without the CRAC kernels
     assert abs(count_parameters(model) - info.reference_params[2]) <= info.params_tolerance * info.reference_params[2]
-    assert count_parameters(model) < rcan
+    assert count_parameters(model) > rcan > count_parameters(model) - g * 2 * conv
 
 
 def _flops(name: str, size: int, **overrides) -> int:
@@ -217,7 +256,7 @@ def test_flops_full_x2_at_160():
     hp = get_info("cran").defaults
     g, b, e, groups = hp["n_resgroups"], hp["n_resblocks"], hp["n_descriptors"], hp["ci_groups"]
     lr, hr = size * size, (s * size) ** 2
-    n_convs = g * ((b - 1) * 2 + 2) + 1  # RB convs + CRAC convs + body tail conv
+    n_convs = g * ((b - 1) * 2 + 2 + 1) + 1  # RB convs + CRAC convs + group tail convs + body tail conv
     conv_macs = (n_convs * c * c * 9 * lr + 3 * c * 9 * lr + c * 4 * c * 9 * lr + c * 3 * 9 * hr
                  + 3 * 3 * lr + 3 * 3 * hr)  # + head, upsampler, final conv, two MeanShift 1x1
     crac_macs = (c * 9 * e + 4 * e * c * c + 2 * e * e * c  # W_E, CDRR linears, two bmm
@@ -241,5 +280,7 @@ def test_hyper_parameter_errors_are_one_line():
     assert "\n" not in str(err.value)
     with pytest.raises(ModelError, match="must be odd"):
         CRAC(16, 16, 4, ci_groups=4)
+    with pytest.raises(ModelError, match="descriptor_norm must be one of rms, layer, none"):
+        sisr.create_model("cran", scale=2, descriptor_norm="batch")
     with pytest.raises(ModelError, match="n_resblocks >= 1"):
         sisr.create_model("cran", scale=2, n_resblocks=0)
