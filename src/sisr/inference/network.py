@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable
 
 import torch
@@ -30,6 +31,11 @@ class Runner:
         if channels_last:
             model.to(memory_format=torch.channels_last)  # in place; values unchanged
         self.fn = _compiled_model(model) if compile else model
+        self.warned = False  # the reduced-precision fallback warns once per run
+
+    @property
+    def precision_name(self) -> str:
+        return next((k for k, v in PRECISIONS.items() if v == self.dtype), str(self.dtype))
 
     def autocast(self):
         if self.dtype is None:
@@ -43,10 +49,26 @@ class Runner:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             y = (fn or self.fn)(x)
+        if self.dtype is not None and not output_is_sound(x, y):
+            if not self.warned:
+                warnings.warn(f"{self.precision_name} gave a non-finite or collapsed output: that piece (and any "
+                              f"later one that fails the same check) is recomputed in fp32", UserWarning, stacklevel=2)
+                self.warned = True
+            y = self.eager(x)
         y = y.float().to(src)
         if y.untyped_storage().data_ptr() == arg.untyped_storage().data_ptr():
             y = y.clone()  # a network that returns its input: results are written in place later
         return y
+
+
+def output_is_sound(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """False when ``y`` has a NaN/inf, or is constant (e.g. all zero) while the input ``x`` is not."""
+    if not bool(torch.isfinite(y).all()):
+        return False
+    if y.numel() == 0 or x.numel() == 0:
+        return True
+    x_varies = bool(x.amax() > x.amin())
+    return not (x_varies and bool(y.amax() == y.amin()))
 
 
 def _compiled_model(model: nn.Module) -> Callable:

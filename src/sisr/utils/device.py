@@ -67,17 +67,51 @@ def free_memory(device: torch.device) -> int:
 
 
 def _cpu_available_memory() -> int:
+    """The smaller of the system's available memory and what the cgroup limit still allows."""
+    system = _system_available_memory()
+    cgroup = _cgroup_available_memory()
+    return system if cgroup is None else min(system, cgroup)
+
+
+def _system_available_memory() -> int:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 4 << 30  # unknown platform: assume 4 GiB
+
+
+CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+_NO_LIMIT = 1 << 60  # cgroup v1 reports "no limit" as a huge number
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (v2: no limit) -> None
+
+
+def _cgroup_available_memory(files=CGROUP_FILES) -> int | None:
+    """Bytes the process's memory cgroup still allows (limit - usage), or None without a limit."""
+    for limit_file, usage_file in files:
+        limit = _read_int(limit_file)
+        if limit is None or limit >= _NO_LIMIT:
+            continue
+        usage = _read_int(usage_file) or 0
+        return max(limit - usage, 0)
+    return None
 
 
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",

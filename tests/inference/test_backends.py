@@ -1,0 +1,96 @@
+"""CPU paths: cgroup-aware free memory, the reduced-precision fallback, importing without torch's private APIs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from sisr.inference.forward import run
+from sisr.inference.network import output_is_sound
+from sisr.utils import device as dev
+
+
+def _files(tmp_path, limit: str, usage: str):
+    lim, cur = tmp_path / "memory.max", tmp_path / "memory.current"
+    lim.write_text(limit + "\n")
+    cur.write_text(usage + "\n")
+    return ((str(lim), str(cur)),)
+
+
+def test_cgroup_v2_limit_minus_usage(tmp_path):
+    assert dev._cgroup_available_memory(_files(tmp_path, str(3 << 30), str(1 << 30))) == 2 << 30
+
+
+def test_cgroup_without_limit(tmp_path):
+    assert dev._cgroup_available_memory(_files(tmp_path, "max", "12345")) is None
+    assert dev._cgroup_available_memory(_files(tmp_path, str(1 << 62), "12345")) is None  # v1 "unlimited"
+    assert dev._cgroup_available_memory(((str(tmp_path / "none"), str(tmp_path / "none2")),)) is None
+
+
+def test_cgroup_usage_over_limit_is_zero(tmp_path):
+    assert dev._cgroup_available_memory(_files(tmp_path, "100", "150")) == 0
+
+
+def test_cpu_free_memory_is_the_smaller_of_system_and_cgroup(monkeypatch):
+    monkeypatch.setattr(dev, "_system_available_memory", lambda: 8 << 30)
+    monkeypatch.setattr(dev, "_cgroup_available_memory", lambda: 200 << 20)
+    assert dev.free_memory(torch.device("cpu")) == 200 << 20
+    monkeypatch.setattr(dev, "_cgroup_available_memory", lambda: None)
+    assert dev.free_memory(torch.device("cpu")) == 8 << 30
+
+
+class _BadUnderAutocast(nn.Module):
+    """A 2x nearest upscaler that returns NaN (or zeros) when run under autocast."""
+
+    def __init__(self, failure: str):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.failure = failure
+
+    def forward(self, x):
+        y = nn.functional.interpolate(x * self.w, scale_factor=2, mode="nearest")
+        if torch.is_autocast_enabled("cpu"):
+            return torch.full_like(y, float("nan")) if self.failure == "nan" else torch.zeros_like(y)
+        return y
+
+
+@pytest.mark.parametrize("failure", ["nan", "zeros"])
+@pytest.mark.parametrize("tile", [None, 16])
+def test_reduced_precision_failure_is_redone_in_fp32_with_one_warning(failure, tile):
+    net = _BadUnderAutocast(failure)
+    x = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    ref = run(net, x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = run(net, x, precision="bf16", tile=tile, tile_overlap=4)
+    fallback = [w for w in caught if "recomputed in fp32" in str(w.message)]
+    assert len(fallback) == 1
+    assert torch.isfinite(out).all()
+    assert (out - ref).abs().max() <= 1e-6
+
+
+def test_output_is_sound():
+    x = torch.rand(1, 3, 4, 4)
+    assert output_is_sound(x, x * 2)
+    assert not output_is_sound(x, torch.zeros(1, 3, 8, 8))
+    assert not output_is_sound(x, torch.full((1, 3, 8, 8), float("inf")))
+    assert output_is_sound(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 8, 8))  # flat in, flat out is fine
+
+
+def test_import_survives_without_torch_private_dispatch_api():
+    """sisr (and its tiling module) import with torch.utils._python_dispatch / _pytree unavailable."""
+    code = ("import sys, torch\n"
+            "sys.modules['torch.utils._python_dispatch'] = None  # any import of it now raises ImportError\n"
+            "sys.modules['torch.utils._pytree'] = None\n"
+            "import sisr, sisr.inference.tiling, sisr.inference.forward\n"
+            "try:\n"
+            "    from torch.utils._python_dispatch import TorchDispatchMode\n"
+            "except ImportError:\n"
+            "    print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
