@@ -15,7 +15,7 @@ from sisr.metrics import psnr
 from sisr.models import create_model, get_info
 from sisr.weights import read_metadata, save_weights
 from sisr.weights.package import package_pretrained
-from sisr.weights.pretrained import available_pretrained
+from sisr.weights.pretrained import available_pretrained, pretrained_path
 
 
 def _trained_file(tmp_path):
@@ -52,7 +52,23 @@ def test_package_refuses_float16_that_changes_the_output(tmp_path):
 SHIPPED = available_pretrained()
 
 
-@pytest.mark.skipif(not SHIPPED, reason="no pretrained weights are shipped yet (they need a GPU training run)")
+def test_the_default_model_is_shipped_at_x2_x3_x4():
+    assert {(n, s) for n, s, _ in SHIPPED} >= {("defian-s", 2), ("defian-s", 3), ("defian-s", 4)}
+    from sisr.inference.images import default_model
+
+    assert [default_model(s) for s in (2, 3, 4)] == [("defian-s", None)] * 3
+
+
+def test_shipped_x2_reproduces_its_recorded_set5_score(datasets_root):
+    from sisr.evaluation.protocol import evaluate
+
+    path = pretrained_path("defian-s", 2)
+    recorded = read_metadata(path)["metrics"]["Set5"]
+    result = evaluate("defian-s", data_root=datasets_root, datasets=["Set5"], scales=[2], device="cpu", progress=False)
+    assert abs(result.sets[0].psnr_y - recorded["psnr_y"]) < 0.01
+    assert abs(result.sets[0].ssim_y - recorded["ssim_y"]) < 1e-4
+
+
 @pytest.mark.parametrize("name,scale,path", SHIPPED, ids=[f"{n}-x{s}" for n, s, _ in SHIPPED] or None)
 def test_shipped_weights_load_and_beat_bicubic(name, scale, path, datasets_root):
     meta = read_metadata(path)
