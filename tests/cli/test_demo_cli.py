@@ -24,15 +24,41 @@ def test_demo_writes_chart_lr_and_output(tmp_path, capsys):
     assert str(outputs[0]) in text and "PSNR" in text
 
 
-def test_demo_keeps_existing_files(tmp_path, capsys):
+def test_demo_keeps_identical_files_and_refuses_other_content(tmp_path, capsys):
     out = tmp_path / "demo"
-    (out).mkdir()
+    assert main(["demo", "-o", str(out), "--device", "cpu", "--model", "bicubic"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "-o", str(out), "--device", "cpu", "--model", "bicubic"]) == 0
+    assert capsys.readouterr().out.count("exists, same pixels") == 3
     (out / "chart_hr.png").write_bytes(b"mine")
-    assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
+    assert main(["demo", "-o", str(out), "--device", "cpu", "--model", "bicubic"]) == 1
+    err = capsys.readouterr().err
+    assert "chart_hr.png: exists with other content" in err and err.count("\n") == 1
     assert (out / "chart_hr.png").read_bytes() == b"mine"
-    assert "exists, kept" in capsys.readouterr().out
-    assert main(["demo", "-o", str(out), "--device", "cpu", "--overwrite"]) == 0
+    assert main(["demo", "-o", str(out), "--device", "cpu", "--model", "bicubic", "--overwrite"]) == 0
     assert read_image(out / "chart_hr.png").shape == (288, 384, 3)
+
+
+def test_demo_scale_8_and_weights_option(tmp_path, capsys):
+    from sisr import create_model
+    from sisr.weights import save_weights
+
+    net = create_model("edsr-baseline", scale=2, n_resblocks=1, n_feats=8)
+    w = tmp_path / "tiny.safetensors"
+    save_weights(net.state_dict(), w, model="edsr-baseline", scale=2, hparams={"n_resblocks": 1, "n_feats": 8})
+    assert main(["demo", "-o", str(tmp_path / "a"), "--device", "cpu", "--model", "edsr-baseline",
+                 "--weights", str(w)]) == 0
+    assert (tmp_path / "a" / "chart_x2_edsr-baseline.png").is_file()
+    assert main(["demo", "-o", str(tmp_path / "b"), "--device", "cpu", "--scale", "8", "--model", "bicubic"]) == 0
+    assert read_image(tmp_path / "b" / "chart_lr_x8.png").shape == (36, 48, 3)
+
+
+def test_demo_bad_output_is_one_line_before_work(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "sub", "/proc/sisr-demo"):
+        assert main(["demo", "-o", str(bad), "--device", "cpu", "--model", "bicubic"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(bad) in err, err
 
 
 def test_chart_is_deterministic_and_checked():

@@ -132,3 +132,60 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
     assert "scale must be an integer >= 2, got 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["degrade", "--mode", "XY", "--scale", "2", str(tmp_path), str(tmp_path / "o")])
+
+
+def test_other_options_are_refused_before_anything_is_written(tmp_path, capsys):
+    hr_dir, out = tmp_path / "hr", tmp_path / "out"
+    _hr_folder(hr_dir)
+    assert main(["degrade", str(hr_dir), str(out), "--scale", "2", "--mode", "DN", "--seed", "1"]) == 0
+    lr_path = out / "LR_DN" / "X2" / "ax2.png"
+    first = read_image(lr_path)
+    capsys.readouterr()
+    assert main(["degrade", str(hr_dir), str(out), "--scale", "2", "--mode", "DN", "--seed", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed (1 then, 2 now)" in err and "--overwrite" in err
+    np.testing.assert_array_equal(read_image(lr_path), first)
+    assert main(["degrade", str(hr_dir), str(out), "--scale", "2", "--mode", "DN", "--seed", "2", "--overwrite"]) == 0
+    assert "replaced 3 existing file(s)" in capsys.readouterr().out
+    np.testing.assert_array_equal(read_image(lr_path), degrade(read_image(hr_dir / "a.png"), 2, "DN", seed=2))
+    # the same options again: provably done, skipped
+    assert main(["degrade", str(hr_dir), str(out), "--scale", "2", "--mode", "DN", "--seed", "2"]) == 0
+    assert "0 written, 3 already done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change", ["source", "output", "unrecorded", "noise"])
+def test_outputs_that_do_not_provably_match_are_refused(tmp_path, change):
+    hr_dir, out = tmp_path / "hr", tmp_path / "out"
+    images = _hr_folder(hr_dir)
+    prepare_dataset(hr_dir, out, 2, "DN", seed=0, progress=False)
+    lr_path = out / "LR_DN" / "X2" / "ax2.png"
+    if change == "source":
+        write_image(hr_dir / "a.png", 255 - images["a.png"], overwrite=True)
+        expected = "made from another source image"
+    elif change == "output":
+        write_image(lr_path, np.zeros_like(read_image(lr_path)), overwrite=True)
+        expected = "changed since it was made"
+    elif change == "unrecorded":
+        (out / ".sisr-degrade.json").unlink()
+        expected = "not recorded as made by sisr degrade"
+    else:
+        expected = "noise_level (30.0 then, 10.0 now)"
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        prepare_dataset(hr_dir, out, 2, "DN", seed=0, noise_level=10.0 if change == "noise" else 30.0, progress=False)
+
+
+def test_hr_folder_as_output_is_a_clear_error(tmp_path, capsys):
+    hr_dir = tmp_path / "dgself"
+    write_image(hr_dir / "x.png", np.zeros((8, 8, 3), np.uint8))
+    assert main(["degrade", "--scale", "2", str(hr_dir), str(hr_dir)]) == 1
+    assert "is (or contains) the HR folder" in capsys.readouterr().err
+
+
+def test_bad_output_location_is_one_line_before_work(tmp_path, capsys):
+    hr_dir = tmp_path / "hr"
+    write_image(hr_dir / "x.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "sub", "/proc/sisr-degrade"):
+        assert main(["degrade", "--scale", "2", str(hr_dir), str(bad)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(bad) in err, err

@@ -214,3 +214,23 @@ def test_missing_package_message(missing, tmp_path, monkeypatch, capsys):
     assert main(["export", "--model", "edsr", "-o", str(tmp_path / "m.onnx")]) == 1
     err = capsys.readouterr().err.strip()
     assert missing in err and "pip install 'sisr[onnx]'" in err and "\n" not in err
+
+
+def test_cli_export_refuses_non_onnx_and_its_own_weights(tmp_path, capsys):
+    model = tiny("edsr-baseline")
+    weights = save_weights(model, tmp_path / "w.safetensors", model="edsr-baseline", scale=2,
+                           hparams=model.sisr_spec.hparams)
+    before = weights.read_bytes()
+    for argv in (["--model", str(weights), "-o", str(weights), "--overwrite"],
+                 ["--model", "edsr-baseline", "--weights", str(weights), "-o", str(weights), "--overwrite"],
+                 ["--model", str(weights), "-o", str(tmp_path / "tiny.txt")]):
+        assert main(["export", *argv]) == 1
+        err = capsys.readouterr().err
+        assert "must be an .onnx file" in err and err.count("\n") == 1
+    link = tmp_path / "same.onnx"
+    link.hardlink_to(weights)
+    assert main(["export", "--model", str(weights), "-o", str(link), "--overwrite"]) == 1
+    assert "is the weights file being exported" in capsys.readouterr().err
+    assert weights.read_bytes() == before and not (tmp_path / "tiny.txt").exists()
+    with pytest.raises(ex.ExportError, match="must be an .onnx file"):
+        ex.export_onnx(model, tmp_path / "x.safetensors")

@@ -59,9 +59,9 @@ def test_recipes_follow_the_papers_schedules(name, lr, step, iterations):
     assert cfg.data.iterations_per_epoch == 1000
 
 
-def test_eacrn_per_scale_patch_keeps_hr_patch_192_and_overrides_win():
-    for scale in (2, 3, 4):
-        assert load_config("eacrn", [f"model.scale={scale}"]).data.patch_size * scale == 192
+def test_eacrn_lr_patch_48_at_every_scale_and_overrides_win():
+    for scale in (2, 3, 4, 8):
+        assert load_config("eacrn", [f"model.scale={scale}"]).data.patch_size == 48
     assert load_config("eacrn", ["model.scale=4", "data.patch_size=32"]).data.patch_size == 32
 
 

@@ -148,7 +148,7 @@ def test_files_that_are_not_checkpoints(tmp_path):
     torch.save({"w": torch.zeros(64)}, whole)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(whole.read_bytes()[:200])
-    with pytest.raises(WeightsError, match="cut.pt: not a readable PyTorch checkpoint"):
+    with pytest.raises(WeightsError, match="cut.pt: truncated or damaged PyTorch checkpoint"):
         load_model(cut)
     tensor = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), tensor)
@@ -209,3 +209,26 @@ def test_sisr_file_without_metadata_marker_is_not_mistaken(tmp_path):
     loaded = load_model(tmp_path / "b.safetensors")
     assert loaded.sisr_weights["source"] == "official checkpoint"
     assert loaded.sisr_spec.hparams["n_feats"] == 4
+
+
+def test_convert_refuses_to_replace_its_source(tmp_path, capsys):
+    model = sisr.create_model("edsr-baseline", scale=2, n_resblocks=1, n_feats=4)
+    from safetensors.torch import save_file
+
+    src = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(src))
+    before = src.read_bytes()
+    assert main(["convert", str(src), str(src), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "is the checkpoint being converted" in err and err.count("\n") == 1
+    assert src.read_bytes() == before
+
+
+def test_truncated_checkpoint_is_named_as_such(tmp_path):
+    model = sisr.create_model("edsr-baseline", scale=2, n_resblocks=1, n_feats=4)
+    full = tmp_path / "full.pt"
+    torch.save(model.state_dict(), full)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(WeightsError, match=r"cut.pt: truncated or damaged PyTorch checkpoint"):
+        load_model(cut)

@@ -20,8 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights.official import convert_official
+    from pathlib import Path
 
+    from ..weights.official import convert_official
+    from .arguments import check_output_dir
+
+    check_output_dir(Path(args.output).parent)
     dst, found = convert_official(args.checkpoint, args.output, model=args.model, overwrite=args.overwrite)
     hp = ", ".join(f"{k}={v}" for k, v in found.hparams.items())
     print(f"{args.checkpoint}: {found.model} x{found.scale} ({hp}) -> {dst}")

@@ -21,14 +21,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default symmetric)")
     parser.add_argument("--noise-level", type=float, default=30.0, help="DN noise sigma on 0..255 (default 30)")
     parser.add_argument("--blur-sigma", type=float, default=1.6, help="BD Gaussian sigma (default 1.6)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs not made from the same HR image with the same options")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.prepare import prepare_dataset
+    from .arguments import check_output_dir
 
+    check_output_dir(args.out_dir)
     result = prepare_dataset(args.hr_dir, args.out_dir, args.scale, args.mode, seed=args.seed, border=args.border,
-                             noise_level=args.noise_level, blur_sigma=args.blur_sigma)
+                             noise_level=args.noise_level, blur_sigma=args.blur_sigma, overwrite=args.overwrite)
     for _, reason in result.failed:
         print(f"sisr degrade: skipped {reason}", file=sys.stderr)
     print(result.summary())
+    if result.replaced:
+        print(f"replaced {len(result.replaced)} existing file(s) (--overwrite)")
     return 1 if result.failed else 0

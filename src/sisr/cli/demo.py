@@ -3,8 +3,10 @@
 Everything is created by sisr itself (no downloaded image): the chart is
 rendered, downscaled with MATLAB-exact bicubic (the BI degradation), and
 upscaled with the default model (``defian-s`` when its weights are shipped,
-otherwise bicubic interpolation, with a notice). Files go to ``sisr-demo/``;
-existing files are kept unless ``--overwrite``.
+otherwise bicubic interpolation, with a notice). Files go to ``sisr-demo/``.
+An existing file with the same pixels is kept; one with other pixels (another
+model, older weights) is an error unless ``--overwrite``, checked before
+anything is written.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default="sisr-demo", metavar="DIR", help="output folder (default sisr-demo)")
-    parser.add_argument("--scale", type=int, default=2, choices=(2, 3, 4), help="upscaling factor (default 2)")
+    parser.add_argument("--scale", type=int, default=2, choices=(2, 3, 4, 8), help="upscaling factor (default 2)")
     parser.add_argument("--model", metavar="NAME", help="registry model or weights file (default: the default model)")
+    parser.add_argument("--weights", metavar="FILE", help="weights for --model (sisr .safetensors or an official checkpoint)")
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda or mps")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
 
@@ -26,16 +29,19 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.chart import render_chart
-    from ..data.io import write_image
+    from ..data.io import read_image, write_image
     from ..data.resize import imresize
     from ..inference.images import resolve_model, upscale_array
+    from ..errors import ConfigError
     from ..metrics import psnr, ssim
+    from .arguments import check_output_dir
 
     out = Path(args.output)
+    check_output_dir(out)
     s = args.scale
-    hr = render_chart()  # 384 x 288: divisible by 2, 3 and 4
+    hr = render_chart()  # 384 x 288: divisible by 2, 3, 4 and 8
     lr = imresize(hr, 1 / s)
-    net = resolve_model(args.model, s, device=args.device, notify=lambda m: print(f"note: {m}"))
+    net = resolve_model(args.model, s, weights=args.weights, device=args.device, notify=lambda m: print(f"note: {m}"))
     name = net.sisr_spec.name if getattr(net, "sisr_spec", None) else type(net).__name__
     start = time.perf_counter()
     sr = upscale_array(lr, net)
@@ -43,9 +49,16 @@ def run(args: argparse.Namespace) -> int:
 
     files = {"HR chart": (out / "chart_hr.png", hr), f"LR input (x1/{s})": (out / f"chart_lr_x{s}.png", lr),
              f"{name} x{s} output": (out / f"chart_x{s}_{name}.png", sr)}
+    same = {}
     for label, (path, img) in files.items():
         if path.exists() and not args.overwrite:
-            print(f"{label:<22} {path} (exists, kept; --overwrite replaces it)")
+            same[label] = _same_pixels(path, img, read_image)
+            if not same[label]:
+                raise ConfigError(f"{path}: exists with other content (another model or older weights?); "
+                                  f"use --overwrite to replace it, or another -o")
+    for label, (path, img) in files.items():
+        if same.get(label):
+            print(f"{label:<22} {path} (exists, same pixels)")
             continue
         write_image(path, img, overwrite=args.overwrite)
         print(f"{label:<22} {path}")
@@ -53,3 +66,15 @@ def run(args: argparse.Namespace) -> int:
           f"vs HR (Y, shave {s}): PSNR {psnr(sr, hr, shave=s):.2f} dB, SSIM {ssim(sr, hr, shave=s):.4f}"
           + (f" (bicubic: {psnr(np.asarray(imresize(lr, s)), hr, shave=s):.2f} dB)" if name != "bicubic" else ""))
     return 0
+
+
+def _same_pixels(path: Path, img, read_image) -> bool:
+    import numpy as np
+
+    from ..errors import SisrError
+
+    try:
+        old = read_image(path)
+    except SisrError:
+        return False
+    return old.shape == img.shape and old.dtype == img.dtype and bool(np.array_equal(old, img))

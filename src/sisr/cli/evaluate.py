@@ -47,8 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.protocol import RESULT_FILES, evaluate, save_results
     from ..utils.fs import check_outputs
+    from .arguments import check_output_dir
 
     if args.output:
+        check_output_dir(args.output)
         check_outputs(args.output, RESULT_FILES, args.overwrite)  # before the slow part
     results = evaluate(
         args.model, data_root=args.data_root, datasets=args.datasets, scales=args.scales, weights=args.weights,

@@ -11,6 +11,7 @@ With onnxruntime installed it is checked against PyTorch at two input sizes befo
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -31,9 +32,16 @@ def run(args: argparse.Namespace) -> int:
                                  onnxruntime_available, require_onnx)
     from ..weights.loading import is_model_name, load_model
     from ..utils.fs import OutputExistsError
+    from .arguments import check_output_dir
 
     output = Path(args.output)
     # cheap checks first: no weights are read when the export cannot happen
+    if output.suffix.lower() != ".onnx":
+        raise ExportError(f"{output}: the output must be an .onnx file")
+    for source in (args.model, args.weights):
+        if source and Path(source).exists() and output.exists() and os.path.samefile(source, output):
+            raise ExportError(f"{output}: is the weights file being exported; write the ONNX file elsewhere")
+    check_output_dir(output.parent if str(output.parent) else Path("."))
     if output.exists() and not args.overwrite:
         raise OutputExistsError(f"{output}: already exists (use --overwrite to replace it)")
     if is_model_name(args.model):

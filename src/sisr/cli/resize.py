@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -65,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
                 result = imresize(img, output_size=args.size, border=args.border)
             write_image(dst, result, overwrite=args.overwrite)
             written += 1
+        except MemoryError:
+            h, w = img.shape[:2]
+            size = args.size or (math.ceil(h * args.scale), math.ceil(w * args.scale))
+            failed.append(f"{src}: the {size[0]}x{size[1]} output does not fit in memory")
+            print(f"sisr resize: skipped {failed[-1]}", file=sys.stderr)
         except SisrError as exc:
             failed.append(str(exc))
             print(f"sisr resize: skipped {exc}", file=sys.stderr)

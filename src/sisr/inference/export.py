@@ -204,8 +204,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int |
     """
     path = Path(path)
     label = _label(model)
+    if path.suffix.lower() != ".onnx":
+        raise ExportError(f"{path}: the output must be an .onnx file")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists (use overwrite to replace it)")
+        raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
     spec = getattr(model, "sisr_spec", None)
     name = spec.name if spec is not None else None
     reason = onnx_unsupported_reason(name) if name else None

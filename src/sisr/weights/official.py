@@ -20,6 +20,7 @@ import hashlib
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -81,6 +82,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         head = f.read(2)
     if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (or a legacy pickle)
         raise WeightsError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    if head[:2] == b"PK" and not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path}: truncated or damaged PyTorch checkpoint (the zip archive is incomplete; "
+                           f"download or copy it again)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -90,7 +94,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path}: refused: the file contains Python objects other than tensors{what}; "
             f"sisr never unpickles arbitrary objects (save a plain state_dict instead)"
         ) from None
-    except Exception as exc:  # truncated archive, wrong magic number...
+    except (OSError, EOFError) as exc:
+        raise WeightsError(f"{path}: truncated or damaged PyTorch checkpoint ({type(exc).__name__}: "
+                           f"{getattr(exc, 'strerror', None) or exc})") from None
+    except Exception as exc:  # damaged archive, wrong magic number...
         lines = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
@@ -224,6 +231,8 @@ def convert_official(src: str | os.PathLike, dst: str | os.PathLike, *, model: s
     src, dst = Path(src), Path(dst)
     if dst.suffix != ".safetensors":
         raise WeightsError(f"{dst}: the output must be a .safetensors file")
+    if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and os.path.samefile(src, dst)):
+        raise WeightsError(f"{dst}: is the checkpoint being converted; write the output to another file")
     if is_safetensors(src):
         from . import FORMAT, read_metadata
 
