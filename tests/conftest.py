@@ -24,6 +24,8 @@ from testing_utils import shared_root  # noqa: E402
 def shared() -> Path:
     root = shared_root()
     if root is None:
+        if os.environ.get("CI") == "true":  # CI always has ../shared: its absence is a failure there
+            pytest.fail("../shared (datasets and fixtures) not found under CI=true")
         pytest.skip("../shared (datasets and fixtures) not found; set SISR_SHARED")
     return root
 

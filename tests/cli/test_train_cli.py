@@ -25,7 +25,7 @@ def test_print_config_resolves_recipe_and_overrides(capsys):
     assert main(["train", "--config", "eacrn", "--print-config", "model.scale=3", "optim.lr=2e-4"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"] == {"name": "eacrn", "scale": 3, "hparams": {}, "init": None}
-    assert cfg["data"]["patch_size"] == 64 and cfg["optim"]["lr"] == 2e-4
+    assert cfg["data"]["patch_size"] == 48 and cfg["optim"]["lr"] == 2e-4
 
 
 @pytest.mark.parametrize("argv, message", [
