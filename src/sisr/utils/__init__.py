@@ -1,1 +1,1 @@
-"""Small helpers shared by the data, engine and CLI packages."""
+"""Small helpers shared by every package: atomic file output, devices, plotting."""
