@@ -71,8 +71,12 @@ def main() -> int:
                          f"{x}+" for x in SETS)) + " |")
         lines.append(f"| x{scale} | DeFiAN_S (paper, DIV2K, 6e5 updates) | "
                      + " | ".join(f"{a:.2f} / {b:.4f}" for a, b in PAPER[scale]) + " |" + " - |" * len(SETS))
-        start = base  # every shipped run starts from the handed-over x2 weights
-        label = f"x{scale} (continued)" if scale == 2 else f"x{scale} (fine-tuned from x2)"
+        # round 1 starts from the handed-over x2 weights; round 2 from round 1's shipped file, which had
+        # 1,400 fine-tuning iterations (x3, x4) after those (docs/results.md, history)
+        round2 = "pretrained" in str(training.get("init") or "")
+        start = base + (1400 if round2 else 0)
+        label = (f"x{scale} (continued)" if scale == 2 else f"x{scale} (fine-tuned from x2)") + (
+            ", round 2" if round2 else "")
         curves[label] = [(start + v["iteration"], v["psnr"]) for v in training["val"]]
         print(f"x{scale}: {training['run']}, {training['iterations']} iterations in {training['seconds']:.0f} s on "
               f"{training['device']}, lr {training['lr']}, milestones {training['milestones']}, init "
