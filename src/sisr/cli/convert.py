@@ -20,12 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..weights.official import convert_official
-    from .arguments import check_output_dir
+    from .arguments import check_output_file
 
-    check_output_dir(Path(args.output).parent)
+    check_output_file(args.output)
     dst, found = convert_official(args.checkpoint, args.output, model=args.model, overwrite=args.overwrite)
     hp = ", ".join(f"{k}={v}" for k, v in found.hparams.items())
     print(f"{args.checkpoint}: {found.model} x{found.scale} ({hp}) -> {dst}")

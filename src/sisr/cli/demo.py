@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.chart import render_chart
-    from ..data.io import read_image, write_image
+    from ..data.io import write_image
     from ..data.resize import imresize
     from ..inference.images import resolve_model, upscale_array
     from ..errors import ConfigError
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     same = {}
     for label, (path, img) in files.items():
         if path.exists() and not args.overwrite:
-            same[label] = _same_pixels(path, img, read_image)
+            same[label] = _same_pixels(path, img)
             if not same[label]:
                 raise ConfigError(f"{path}: exists with other content (another model or older weights?); "
                                   f"use --overwrite to replace it, or another -o")
@@ -68,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _same_pixels(path: Path, img, read_image) -> bool:
+def _same_pixels(path: Path, img) -> bool:
     import numpy as np
 
+    from ..data.io import read_image
     from ..errors import SisrError
 
     try:

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
                                  onnxruntime_available, require_onnx)
     from ..weights.loading import is_model_name, load_model
     from ..utils.fs import OutputExistsError
-    from .arguments import check_output_dir
+    from .arguments import check_output_file
 
     output = Path(args.output)
     # cheap checks first: no weights are read when the export cannot happen
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     for source in (args.model, args.weights):
         if source and Path(source).exists() and output.exists() and os.path.samefile(source, output):
             raise ExportError(f"{output}: is the weights file being exported; write the ONNX file elsewhere")
-    check_output_dir(output.parent if str(output.parent) else Path("."))
+    check_output_file(output)
     if output.exists() and not args.overwrite:
         raise OutputExistsError(f"{output}: already exists (use --overwrite to replace it)")
     if is_model_name(args.model):

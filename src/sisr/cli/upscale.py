@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from ..errors import ConfigError, SisrError
+from ..utils.fs import sha256_file
 from .arguments import EXTENSIONS, plan_outputs, tile
 
 ALPHA_MODES = ("bicubic", "model")
@@ -90,14 +90,6 @@ def check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--scale must be >= 1, got {args.scale}")
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def job_record(net, args: argparse.Namespace, output: Path) -> dict:
     """What decides the pixels of an output, apart from its input (recorded in each output)."""
     spec = net.sisr_spec
@@ -108,7 +100,7 @@ def job_record(net, args: argparse.Namespace, output: Path) -> dict:
     if output.suffix.lower() in (".jpg", ".jpeg", ".webp") or args.ext in ("jpg", "webp", "same"):
         pixel_options.update(quality=args.quality, lossless=args.lossless)
     return {"model": spec.name, "scale": int(spec.scale),
-            "weights": None if weights is None else {"name": Path(weights).name, "sha256": file_sha256(weights)},
+            "weights": None if weights is None else {"name": Path(weights).name, "sha256": sha256_file(weights)},
             "options": pixel_options}
 
 
@@ -138,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     record = job_record(net, args, output)
 
     def provenance(src: Path) -> str:
-        return json.dumps({**record, "input_sha256": file_sha256(src)}, sort_keys=True)
+        return json.dumps({**record, "input_sha256": sha256_file(src)}, sort_keys=True)
 
     todo, skipped = [], 0
     for src, dst in jobs:

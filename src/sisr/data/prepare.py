@@ -20,7 +20,6 @@ the file is one valid draw of the same degradation.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, ImageError, SisrError
-from ..utils.fs import atomic_write_text
+from ..utils.fs import atomic_write_text, sha256_file
 from .degrade import BD_SIGMA, DN_NOISE_LEVEL, LR_FOLDERS, check_mode_and_scale, degrade, to_rgb
 from .io import IMAGE_EXTENSIONS, find_images, read_image, write_image
 
@@ -58,14 +57,6 @@ def output_paths(rel: Path, out_dir: Path, scale: int, mode: str) -> tuple[Path,
 
 
 MANIFEST = ".sisr-degrade.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_manifest(out_dir: Path) -> dict:
@@ -124,7 +115,7 @@ def prepare_dataset(hr_dir: str | os.PathLike, out_dir: str | os.PathLike, scale
             continue
         claimed[hr_path] = src
         try:
-            digest = _sha256(src)
+            digest = sha256_file(src)
         except OSError as exc:
             result.failed.append((rel, f"{src}: cannot read: {exc.strerror or exc}"))
             continue
@@ -136,7 +127,7 @@ def prepare_dataset(hr_dir: str | os.PathLike, out_dir: str | os.PathLike, scale
                 todo[path] = record
                 continue
             old = manifest.get(key)
-            if old is not None and {k: old.get(k) for k in record} == record and old.get("sha256") == _sha256(path):
+            if old is not None and {k: old.get(k) for k in record} == record and old.get("sha256") == sha256_file(path):
                 continue
             if not overwrite:
                 conflicts.append(f"{path}: exists, " + (_differences(old, record) if old else
@@ -148,7 +139,7 @@ def prepare_dataset(hr_dir: str | os.PathLike, out_dir: str | os.PathLike, scale
         raise ConfigError(f"{conflicts[0]}{more}; use --overwrite to replace them, or another output folder")
 
     def record(path: Path, entry: dict) -> None:
-        manifest[path.relative_to(out_dir).as_posix()] = {**entry, "sha256": _sha256(path)}
+        manifest[path.relative_to(out_dir).as_posix()] = {**entry, "sha256": sha256_file(path)}
         atomic_write_text(out_dir / MANIFEST, json.dumps({"version": 1, "files": manifest}, indent=1, sort_keys=True)
                           + "\n", overwrite=True)
 

@@ -11,6 +11,7 @@ naming the path.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -125,6 +126,15 @@ def check_outputs(folder: str | os.PathLike, names, overwrite: bool = False) -> 
     for name in names:
         if (Path(folder) / name).exists():
             raise OutputExistsError(_exists_message(Path(folder) / name))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:

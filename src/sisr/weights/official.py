@@ -16,7 +16,6 @@ code); keys must then match the network exactly (``strict=True``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -28,6 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import WeightsError
+from ..utils.fs import sha256_file  # noqa: F401  (re-exported: sisr.weights.official.sha256_file)
 
 # container keys, in order of preference (EMA weights before raw ones)
 CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net")
@@ -54,14 +54,6 @@ def is_safetensors(path: str | os.PathLike) -> bool:
         return False
     n = int.from_bytes(head[:8], "little")
     return 2 <= n <= size - 8 and head[8:9] == b"{"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
