@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if not own_threads:
         parser.add_argument("--threads", type=_positive_int, metavar="N",
                             help="torch CPU threads (default: torch's choice, the number of cores)")
-    args = parser.parse_args(argv[1:])
+    parse = parser.parse_intermixed_args if getattr(module, "INTERMIXED_ARGS", False) else parser.parse_args
+    args = parse(argv[1:])
     try:
         if not own_threads and args.threads:
             import torch

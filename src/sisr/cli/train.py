@@ -15,6 +15,11 @@ import argparse
 import os
 
 
+# overrides after an option (`--run-dir r data.hr=[...]`) belong to the positionals too: main() parses
+# this command's arguments with parse_intermixed_args
+INTERMIXED_ARGS = True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.config import list_recipes
 
@@ -30,8 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir (its saved config when --config is not given)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    # overrides after an option (`--run-dir r data.hr=[...]`) belong to the positionals too
-    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:
