@@ -120,7 +120,7 @@ def measure(name: str, scale: int, batch: int, patch: int, columns: list[str], d
     """Build every column, warm each up (compiling), then time them in turns (load hits all alike)."""
     variants, out = {}, {}
     for col in columns:
-        if COLUMNS[col]["precision"] == "bf16" and "bf16" not in get_info(name).precisions:
+        if COLUMNS[col]["precision"] == "bf16" and "bf16" not in get_info(name).train_precisions:
             out[col] = {"error": "bf16 not supported by the model"}
             continue
         if COLUMNS[col]["precision"] == "bf16" and device.type == "cpu" and skip_emulated_bf16 and not small:

@@ -80,3 +80,25 @@ def test_shipped_weights_load_and_beat_bicubic(name, scale, path, datasets_root)
     lr = imresize(hr, 1 / scale)
     gain = psnr(upscale_array(lr, net), hr, shave=scale) - psnr(np.asarray(imresize(lr, scale)), hr, shave=scale)
     assert gain > 1.0, f"{name} x{scale}: only {gain:.2f} dB over bicubic on butterfly"
+
+
+@pytest.mark.parametrize("name,scale,path", available_pretrained())
+def test_declared_reduced_precisions_are_safe_with_the_shipped_weights(name, scale, path, datasets_root):
+    """What ModelInfo.precisions may list: bf16 (and fp16, under CPU autocast: the same dtype range as on a
+    GPU) give a finite, uncollapsed picture within a few grey levels of fp32 with trained weights."""
+    from sisr.inference.forward import run
+
+    declared = set(get_info(name).precisions)
+    assert declared <= {"fp32", "bf16", "fp16"}
+    lr = read_image(datasets_root / "Set5" / "LR_bicubic" / f"X{scale}" / f"babyx{scale}.png")
+    x = torch.from_numpy(np.ascontiguousarray(lr[:96, :96])).permute(2, 0, 1)[None].float() / 255
+    net = load_model(path)
+    ref = run(net, x, backend="eager")
+    if "bf16" in declared:
+        out = run(net, x, precision="bf16", backend="eager")
+        assert torch.isfinite(out).all() and out.std() > 0.5 * ref.std()
+        assert (out - ref).abs().max() < 4 / 255 and float((out - ref).square().mean()) < 10 ** -4.5  # > 45 dB
+    if "fp16" in declared:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.float16):
+            out = net(x).float().clamp(0, 1)
+        assert torch.isfinite(out).all() and (out - ref).abs().max() < 1 / 255

@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
             "pretrained": shipped.get(info.name, []),
             "tiling": info.tiling,
             "precisions": list(info.precisions),
+            "train_precisions": list(info.train_precisions),
             "code": info.code or "built from the paper",
             "title": info.title,
         })

@@ -256,7 +256,7 @@ MODELS = [
                          "(+4.8%), see docs/models/cran.md",
         params_tolerance=0.05,
         tiling=TILING_GLOBAL_STATS,
-        precisions=("fp32", "bf16"),
+        train_precisions=("fp32", "bf16"),
         notes="built from the paper (no author code or weights); fp16 left out: the descriptor affinities "
               "(squared feature magnitudes at rgb_range 255) overflow its range",
     ),

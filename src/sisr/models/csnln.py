@@ -394,8 +394,8 @@ MODELS = [
         reference_params={2: 3_061_289, 3: 6_010_409, 4: 6_568_627},
         reference_source="authors' code (reference-architectures.md section 2.7)",
         tiling=TILING_GLOBAL_ATTENTION,
+        train_precisions=("fp32", "bf16"),
         input_size="any H, W >= 1 (padded inside to a multiple of s (x2, x3) or 2 (x4) by edge replication)",
-        precisions=("fp32", "bf16"),
         from_official=_official,
         official_convention="output = official(input): images in [0, 1] (rgb_range 1, DIV2K mean shift inside)",
         notes="attention='fast' (default, memory-bounded) or 'reference' (the authors' formulation); "

@@ -234,7 +234,7 @@ MODELS = [
         reference_source="paper Table 3 (15.4M, scale not stated; attached to x2); ours 15,361,947 (-0.25%)",
         params_tolerance=0.05,
         tiling=TILING_GLOBAL_STATS,
-        precisions=("fp32", "bf16", "fp16"),
+        train_precisions=("fp32", "bf16", "fp16"),
         notes="built from the paper (no public code); EM bases are estimated over the whole image, "
               "so tiles differ slightly; choices in docs/models/eacrn.md",
     ),

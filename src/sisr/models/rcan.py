@@ -68,7 +68,7 @@ MODELS = [
         reference_params={2: 15_444_667, 3: 15_629_307, 4: 15_592_379},
         reference_source="authors' code (reference-architectures.md section 4.4)",
         tiling=TILING_GLOBAL_STATS,
-        precisions=("fp32", "bf16", "fp16"),
+        train_precisions=("fp32", "bf16", "fp16"),
         from_official=_official,
         official_convention="official(255 * x) / 255 (rgb_range 255, DIV2K mean shift inside the network)",
     ),

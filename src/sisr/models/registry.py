@@ -58,7 +58,8 @@ class ModelInfo:
     params_tolerance: float = 0.0  # relative; 0 = must match to the unit
     tiling: str = TILING_LOCAL
     input_size: str = "any H, W >= 1"
-    precisions: tuple[str, ...] = ("fp32", "bf16")
+    precisions: tuple[str, ...] = ("fp32",)  # inference: only what a test with trained weights showed safe
+    train_precisions: tuple[str, ...] = ("fp32",)  # mixed-precision training the architecture allows
     # official checkpoint support: state_dict -> {"scale": s, **hparams} if it is this model's layout
     from_official: Callable[[Mapping[str, torch.Tensor]], dict | None] | None = None
     official_convention: str = ""

@@ -381,8 +381,8 @@ def check(cfg: Config, where: str = "config") -> None:
     if not has_parameters(info.name):
         fail("model.name", f"'{info.name}' has no parameters: there is nothing to train")
     cfg.model.name = info.name
-    if cfg.train.precision not in info.precisions:
-        fail("train.precision", f"'{info.name}' supports {', '.join(info.precisions)}, not {cfg.train.precision}")
+    if cfg.train.precision not in info.train_precisions:
+        fail("train.precision", f"'{info.name}' supports {', '.join(info.train_precisions)}, not {cfg.train.precision}")
     if cfg.train.seed < 0:
         fail("train.seed", f"must not be negative, got {cfg.train.seed}")
     for key, value in (("data.patch_size", cfg.data.patch_size), ("data.iterations_per_epoch",
