@@ -12,6 +12,14 @@ import os
 # Idle OpenMP workers spin by default; with 2 cores that slows tests ~7x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# Compiled packages and ONNX graphs go to a per-session folder (inherited by CLI subprocesses), never ~/.cache.
+os.environ["SISR_CACHE_DIR"] = tempfile.mkdtemp(prefix="sisr-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SISR_CACHE_DIR"], True)
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402

@@ -90,7 +90,9 @@ def test_weights_file_and_processing_options(tmp_path):
     common = ["upscale", str(photo), "--weights", str(weights), "--device", "cpu"]
     assert main(common + ["-o", str(tmp_path / "a.png")]) == 0
     np.testing.assert_array_equal(read_image(tmp_path / "a.png"), upscale(img, model))
-    assert main(common + ["-o", str(tmp_path / "b.png"), "--self-ensemble", "--precision", "bf16"]) == 0
+    assert main(common + ["-o", str(tmp_path / "b.png"), "--self-ensemble"]) == 0
+    assert main(common + ["-o", str(tmp_path / "b2.png"), "--precision", "bf16"]) != 0  # not declared for edsr
+    assert not (tmp_path / "b2.png").exists()
     assert main(common + ["-o", str(tmp_path / "c.png"), "--chop", "--chop-min-size", "100"]) == 0
     np.testing.assert_array_equal(read_image(tmp_path / "c.png"), upscale(img, model))  # local model, shave 10
     assert main(common + ["-o", str(tmp_path / "e.png"), "--chop", "--chop-min-size", "100", "--chop-round-to-scale"]) == 0

@@ -94,3 +94,81 @@ def test_import_survives_without_torch_private_dispatch_api():
             "    print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- backends
+
+def _tiny(name: str = "edsr-baseline") -> nn.Module:
+    import sisr
+
+    torch.manual_seed(0)
+    return sisr.create_model(name, scale=2, **sisr.get_info(name).tiny).eval()
+
+
+def _x(h: int = 16, w: int = 20) -> torch.Tensor:
+    return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def test_auto_is_channels_last_on_cpu_and_gives_the_module_back_unchanged():
+    from sisr.inference.network import Runner
+
+    model = _tiny()
+    reference = run(model, _x(), backend="eager")
+    out = run(model, _x())
+    assert (out - reference).abs().max() < 1e-5
+    assert all(p.is_contiguous() for p in model.parameters())  # layout restored after the call
+    runner = Runner(model, torch.device("cpu"), None, backend="auto")
+    assert runner.channels_last and runner.backend == "eager (channels_last)"
+    runner.close()
+    assert Runner(model, torch.device("cpu"), None, backend="eager").channels_last is False
+
+
+def test_backend_errors_are_one_line():
+    from sisr.errors import ConfigError
+
+    model = _tiny("defian-s")
+    with pytest.raises(ConfigError, match="unknown backend 'tvm'"):
+        run(model, _x(), backend="tvm")
+    with pytest.raises(ConfigError, match="backend compile runs float32 graphs"):
+        run(model, _x(), backend="compile", precision="bf16")
+
+
+def test_model_key_follows_weights_spec_and_kind():
+    from sisr.inference.backends import model_key
+
+    a, b = _tiny(), _tiny()
+    assert model_key(a, "aoti") == model_key(b, "aoti") != model_key(a, "onnx")
+    with torch.no_grad():
+        next(b.parameters()).view(-1)[0] += 1e-3
+    assert model_key(a, "aoti") != model_key(b, "aoti")
+
+
+def test_compile_backend_builds_one_cached_package_within_one_grey_level(tmp_path, monkeypatch):
+    pytest.importorskip("torch._inductor")
+    monkeypatch.setenv("SISR_CACHE_DIR", str(tmp_path))
+    model = _tiny()
+    keys = list(model.state_dict())
+    reference = run(model, _x(), backend="eager")
+    out = run(model, _x(), backend="compile")
+    assert (out - reference).abs().max() < 1 / 255
+    packages = list((tmp_path / "compiled").glob("*.pt2"))
+    assert len(packages) == 1 and not list((tmp_path / "compiled").glob("*.part*"))
+    stamp = packages[0].stat().st_mtime_ns
+    fresh = _tiny()  # same weights, new module: the package is loaded, not rebuilt
+    out2 = run(fresh, _x(24, 12), backend="compile")  # another size: the package has dynamic H/W
+    assert (out2 - run(fresh, _x(24, 12), backend="eager")).abs().max() < 1 / 255
+    assert packages[0].stat().st_mtime_ns == stamp and len(list((tmp_path / "compiled").glob("*.pt2"))) == 1
+    assert set(model.state_dict()) == set(keys)
+
+
+def test_onnxruntime_backend_within_one_grey_level(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    monkeypatch.setenv("SISR_CACHE_DIR", str(tmp_path))
+    model = _tiny()
+    reference = run(model, _x(), backend="eager")
+    out = run(model, _x(), backend="onnxruntime")
+    assert (out - reference).abs().max() < 1 / 255
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    assert (run(model, _x(), backend="onnxruntime", self_ensemble=True)
+            - run(model, _x(), backend="eager", self_ensemble=True)).abs().max() < 1 / 255

@@ -63,8 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="compute precision (autocast; fp16 needs a GPU)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "eager", "compile", "onnxruntime"),
+                        help="auto: eager, channels-last on the CPU; compile: an AOTInductor package built once "
+                             "(30 s or more) and cached, faster after; onnxruntime: the exported graph, cached "
+                             "(needs sisr[onnx]); see docs/performance.md")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster runs)")
+    parser.add_argument("--compile", action="store_true", help="same as --backend compile")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--suffix", default="", help="added to each output name before the extension (e.g. _x4)")
 
@@ -105,10 +109,15 @@ def job_record(net, args: argparse.Namespace, output: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     from ..data.io import read_image, read_image_info, to_srgb, write_image
     from ..inference.images import resolve_model, upscale_array
+    from ..inference.backends import cached_file
+    from ..inference.backends import check as check_backend
+    from ..inference.backends import prepare as prepare_backend
     from ..inference.network import check_precision, model_device
     from ..utils.device import resolve_device
 
@@ -126,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     # the model, weights and options are checked before any output is skipped or written
     net = resolve_model(args.model, args.scale, weights=args.weights, device=args.device,
                         notify=lambda m: print(f"sisr upscale: note: {m}", file=sys.stderr))
-    check_precision(net, args.precision, model_device(net))
+    dtype = check_precision(net, args.precision, model_device(net))
+    backend = check_backend(args.backend, model_device(net), dtype, args.compile)
     record = job_record(net, args, output)
 
     def provenance(src: Path) -> str:
@@ -156,26 +166,60 @@ def run(args: argparse.Namespace) -> int:
                        chop_min_size=args.chop_min_size, chop_round_to_scale=args.chop_round_to_scale,
                        self_ensemble=args.self_ensemble, alpha=args.alpha,
                        precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-                       progress=True)
+                       backend=args.backend, progress=True)
+        cached = cached_file(net, backend, model_device(net))
+        if cached and not cached[1]:
+            print(f"sisr upscale: building the {backend} backend's graph for {spec.name} x{spec.scale} once "
+                  f"(30 s or more; cached as {cached[0]})", file=sys.stderr)
+        if cached:  # built (or loaded) once here: a failure is one error, not one per image
+            prepare_backend(net, backend, model_device(net), dtype)
         lines = not sys.stderr.isatty()  # no bar off a terminal: one line per image instead
-        for i, (src, dst) in enumerate(tqdm(todo, desc="upscale", unit="img", disable=None), 1):
+
+        def load(src: Path):
+            info = read_image_info(src)
+            img = read_image(src)
+            if args.color == "srgb":
+                img = to_srgb(img, info.icc_profile, str(src))
+                info = dataclasses.replace(info, icc_profile=None)  # the pixels are sRGB now
+            return info, img, provenance(src)
+
+        def save(i: int, src: Path, dst: Path, out, info, prov: str):
+            write_image(dst, out, overwrite=args.overwrite, info=info, quality=args.quality,
+                        lossless=args.lossless, provenance=prov)
+            return i, src, dst
+
+        def finish(writing) -> None:
+            nonlocal done, failed
             try:
-                info = read_image_info(src)
-                if info.frames > 1:
-                    tqdm.write(f"sisr upscale: note: {src}: {info.frames} frames; only the first is upscaled",
-                               file=sys.stderr)
-                img = read_image(src)
-                if args.color == "srgb":
-                    img = to_srgb(img, info.icc_profile, str(src))
-                    info = dataclasses.replace(info, icc_profile=None)  # the pixels are sRGB now
-                write_image(dst, upscale_array(img, net, **options), overwrite=args.overwrite, info=info,
-                            quality=args.quality, lossless=args.lossless, provenance=provenance(src))
-                done += 1
-                if lines:
-                    print(f"sisr upscale: [{i}/{len(todo)}] {src} -> {dst}", file=sys.stderr, flush=True)
+                i, src, dst = writing.result()
             except SisrError as exc:
                 tqdm.write(f"sisr upscale: {exc}", file=sys.stderr)
                 failed += 1
+                return
+            done += 1
+            if lines:
+                print(f"sisr upscale: [{i}/{len(todo)}] {src} -> {dst}", file=sys.stderr, flush=True)
+
+        # reading the next image and writing the last one overlap with the network (2 I/O threads)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sisr-io") as pool:
+            ahead, writing = pool.submit(load, todo[0][0]), None
+            for i, (src, dst) in enumerate(tqdm(todo, desc="upscale", unit="img", disable=None), 1):
+                current, ahead = ahead, (pool.submit(load, todo[i][0]) if i < len(todo) else None)
+                try:
+                    info, img, prov = current.result()
+                    if info.frames > 1:
+                        tqdm.write(f"sisr upscale: note: {src}: {info.frames} frames; only the first is upscaled",
+                                   file=sys.stderr)
+                    out = upscale_array(img, net, **options)
+                except SisrError as exc:
+                    tqdm.write(f"sisr upscale: {exc}", file=sys.stderr)
+                    failed += 1
+                    continue
+                if writing is not None:
+                    finish(writing)
+                writing = pool.submit(save, i, src, dst, out, info, prov)
+            if writing is not None:
+                finish(writing)
     if done:
         print(f"wrote {done} image(s) to {output}")
     if skipped:

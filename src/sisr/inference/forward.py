@@ -26,14 +26,14 @@ clamped to [0, 1], under ``torch.inference_mode``. Options:
   ``forward_x8``); each pass is tiled or chopped when asked.
 * ``precision``: ``fp32``, ``bf16`` or ``fp16`` through autocast (weights stay
   fp32), only where the model's ``ModelInfo.precisions`` lists it.
-* ``channels_last`` / ``compile``: the optimised path (tested to match fp32
-  eager within 2/255 on tiny models; see docs/performance.md).
+* ``backend``: ``auto`` (eager; channels_last on the CPU), ``eager``, ``compile``
+  (a cached AOTInductor package on the CPU, torch.compile on a GPU) or ``onnxruntime``
+  (see ``backends.py``; tested to match eager fp32 within 1/255). ``channels_last=True``
+  and ``compile=True`` are the older spellings (``compile=True`` means ``backend="compile"``).
 
 ``upscale(image, ...)`` does the same for numpy images and paths, keeping the
 image's form (gray, alpha, 8/16 bit).
 """
-
-from __future__ import annotations
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ CHOP_MIN_SIZE = 160_000
 def run(model: nn.Module, x: torch.Tensor, *, self_ensemble: bool = False, tile: int | str | None = None,
         tile_overlap: int | None = None, chop: bool = False, chop_shave: int = CHOP_SHAVE,
         chop_min_size: int = CHOP_MIN_SIZE, chop_round_to_scale: bool = False, precision: str = "fp32",
-        channels_last: bool = False, compile: bool = False, progress: bool = False) -> torch.Tensor:
+        channels_last: bool = False, compile: bool = False, progress: bool = False,
+        backend: str = "auto") -> torch.Tensor:
     """Super-resolve a float batch ``(N, C, H, W)`` in [0, 1]; returns ``(N, C, sH, sW)`` in [0, 1].
 
     The network runs on its own device (the input's for networks without
@@ -72,8 +73,9 @@ def run(model: nn.Module, x: torch.Tensor, *, self_ensemble: bool = False, tile:
 
     was_training = model.training
     model.eval()
+    runner = None
     try:
-        runner = Runner(model, device, dtype, channels_last, compile)
+        runner = Runner(model, device, dtype, channels_last, compile, backend)
         x = x.float()
         with torch.inference_mode():
             scale = _scale(model, runner, x) if (tiler or chop) else None
@@ -96,6 +98,8 @@ def run(model: nn.Module, x: torch.Tensor, *, self_ensemble: bool = False, tile:
                 out = out.div_(8)
             return out.clamp_(0.0, 1.0)
     finally:
+        if runner is not None:
+            runner.close()
         model.train(was_training)
 
 
@@ -111,8 +115,6 @@ def _scale(model: nn.Module, runner: Runner, x: torch.Tensor) -> int:
         raise ConfigError(f"cannot tile/chop a network whose output size {tuple(y.shape[-2:])} "
                           f"is not an integer multiple of its input size {tuple(probe.shape[-2:])}")
     return s
-
-
 
 
 def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -134,8 +136,6 @@ def _undo_dihedral(y: torch.Tensor, k: int) -> torch.Tensor:
     if k & 1:
         y = y.flip(-1)
     return y.contiguous()
-
-
 
 
 def _chop(runner: Runner, x: torch.Tensor, scale: int, shave: int, min_size: int,
@@ -163,6 +163,3 @@ def _chop(runner: Runner, x: torch.Tensor, scale: int, shave: int, min_size: int
     out[..., hh:, :wh] = outs[2][..., outs[2].shape[-2] - (H - hh):, :wh]
     out[..., hh:, wh:] = outs[3][..., outs[3].shape[-2] - (H - hh):, outs[3].shape[-1] - (W - wh):]
     return out
-
-
-# ----------------------------------------------------------------------------- tiling

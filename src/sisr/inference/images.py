@@ -66,7 +66,7 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike | nn
             chop: bool = False, chop_shave: int = CHOP_SHAVE, chop_min_size: int = CHOP_MIN_SIZE,
             chop_round_to_scale: bool = False, self_ensemble: bool = False, precision: str = "fp32",
             channels_last: bool = False, compile: bool = False, progress: bool = False,
-            alpha: str = "bicubic") -> np.ndarray:
+            alpha: str = "bicubic", backend: str = "auto") -> np.ndarray:
     """Super-resolve a numpy image (or an image file) and return a numpy image of the same form.
 
     ``image``: ``(H, W)`` or ``(H, W, C)`` with C = 1 gray, 2 gray+alpha, 3 RGB,
@@ -88,7 +88,7 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike | nn
     return upscale_array(image, net, tile=tile, tile_overlap=tile_overlap, chop=chop, chop_shave=chop_shave,
                          chop_min_size=chop_min_size, chop_round_to_scale=chop_round_to_scale,
                          self_ensemble=self_ensemble, precision=precision, channels_last=channels_last,
-                         compile=compile, progress=progress, alpha=alpha)
+                         compile=compile, progress=progress, alpha=alpha, backend=backend)
 
 
 GRAY_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")

@@ -1,4 +1,4 @@
-"""How a network is called: its device, autocast precision, channels_last, compile, and out-of-memory errors."""
+"""How a network is called: its device, autocast precision, backend (backends.py), and out-of-memory errors."""
 
 from __future__ import annotations
 
@@ -23,15 +23,27 @@ class Runner:
     """Calls the network: moves the input to its device, autocast, fp32 result on the input's device."""
 
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype | None,
-                 channels_last: bool, compile: bool):
+                 channels_last: bool = False, compile: bool = False, backend: str = "eager"):
+        from .backends import prepare
+
         self.eager = model
         self.device = device
         self.dtype = dtype
-        self.channels_last = channels_last
-        if channels_last:
-            model.to(memory_format=torch.channels_last)  # in place; values unchanged
-        self.fn = _compiled_model(model) if compile else model
+        prepared = prepare(model, backend, device, dtype, channels_last, compile)
+        self.fn = prepared.fn
+        self.channels_last = prepared.channels_last
+        self.backend = prepared.name
         self.warned = False  # the reduced-precision fallback warns once per run
+        self._restore_layout = False
+        if self.channels_last and self.fn is model:
+            self._restore_layout = _conv_weights_contiguous(model)
+            model.to(memory_format=torch.channels_last)  # values unchanged; undone by close()
+
+    def close(self) -> None:
+        """Give the module back in the memory layout it came in."""
+        if self._restore_layout:
+            self.eager.to(memory_format=torch.contiguous_format)
+            self._restore_layout = False
 
     @property
     def precision_name(self) -> str:
@@ -61,6 +73,10 @@ class Runner:
         return y
 
 
+def _conv_weights_contiguous(model: nn.Module) -> bool:
+    return all(p.is_contiguous() for p in model.parameters() if p.ndim == 4)
+
+
 def output_is_sound(x: torch.Tensor, y: torch.Tensor) -> bool:
     """False when ``y`` has a NaN/inf, or is constant (e.g. all zero) while the input ``x`` is not."""
     if not bool(torch.isfinite(y).all()):
@@ -69,15 +85,6 @@ def output_is_sound(x: torch.Tensor, y: torch.Tensor) -> bool:
         return True
     x_varies = bool(x.amax() > x.amin())
     return not (x_varies and bool(y.amax() == y.amin()))
-
-
-def _compiled_model(model: nn.Module) -> Callable:
-    """``torch.compile(model)``, made once and kept on the module (outside its sub-modules and state_dict)."""
-    fn = model.__dict__.get("_sisr_compiled")
-    if fn is None:
-        fn = torch.compile(model)
-        object.__setattr__(model, "_sisr_compiled", fn)
-    return fn
 
 
 def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torch.device:
@@ -109,7 +116,9 @@ def check_precision(model: nn.Module, precision: str, device: torch.device) -> t
         raise ConfigError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
     info = model_info(model)
     if info is not None and precision not in info.precisions:
-        raise ConfigError(f"model '{info.name}' does not support {precision} (supported: {', '.join(info.precisions)})")
+        raise ConfigError(f"model '{info.name}' does not support {precision} for inference (supported: "
+                          f"{', '.join(info.precisions)}; reduced precision is offered only where a test with trained "
+                          f"weights showed it safe)")
     if precision == "fp16" and device.type == "cpu":
         raise ConfigError("fp16 is not supported on the CPU (use bf16 or fp32, or a GPU)")
     return PRECISIONS[precision]
