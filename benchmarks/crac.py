@@ -5,7 +5,8 @@ in two modes: ``forward`` (no_grad) and ``train`` (forward, then backward with a
 given upstream gradient, as inside a network).
 
 * Peak memory: each (formulation, mode) runs one call in a fresh subprocess; peak =
-  growth of the process's maximum resident set size (``resource.getrusage`` ru_maxrss)
+  growth of the process's maximum resident set size (``getrusage`` ru_maxrss, by
+  ``sisr.utils.memory.PeakMemory(cpu="maxrss")``)
   over that call, from a baseline taken once the module, input and gradient exist.
 * Time: median of ``--repeats`` calls per formulation, after one warm-up call each;
   the formulations alternate call by call in one subprocess per mode, so load from
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,10 +35,12 @@ from tqdm import tqdm
 
 from sisr.models.cran import CRAC, modulated_conv2d, modulated_conv2d_unfold
 from sisr.utils.fs import atomic_write_text
+from sisr.utils.memory import PeakMemory
 
 FORMULATIONS = {"grouped": modulated_conv2d, "unfold": modulated_conv2d_unfold}
 MODES = ("forward", "train")  # forward under no_grad; forward + backward
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "crac.json"
+MIB = 2**20
 
 
 def _setup(args: argparse.Namespace, mode: str) -> tuple[CRAC, torch.Tensor, torch.Tensor | None]:
@@ -62,17 +64,13 @@ def _call(crac: CRAC, x: torch.Tensor, grad_out: torch.Tensor | None, conv) -> N
         conv(x, crac.weight * crac.mask(x), crac.bias).backward(grad_out)
 
 
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def memory_worker(args: argparse.Namespace, formulation: str, mode: str) -> dict:
     """Peak memory of one call of one formulation, alone in this process."""
     crac, x, grad_out = _setup(args, mode)
-    base = _maxrss_mib()
-    _call(crac, x, grad_out, FORMULATIONS[formulation])
-    peak = _maxrss_mib()
-    return {"peak_extra_mib": peak - base, "maxrss_mib": peak, "baseline_mib": base}
+    with PeakMemory("cpu", cpu="maxrss") as mem:
+        _call(crac, x, grad_out, FORMULATIONS[formulation])
+    return {"peak_extra_mib": mem.bytes / MIB, "maxrss_mib": mem.peak_bytes / MIB,
+            "baseline_mib": mem.baseline_bytes / MIB}
 
 
 def timing_worker(args: argparse.Namespace, mode: str) -> dict:

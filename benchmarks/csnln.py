@@ -3,8 +3,9 @@
 CPU (always): x2, batch 1, full model (n_feats 128, depth 12) with random weights on a
 --size x --size LR input: median wall and process-CPU time of --runs runs of each path and their
 peak RSS growth, every run in a fresh subprocess (``resource.getrusage`` maxrss minus the RSS before
-the run; the largest growth is reported), the two paths alternating; then one untiled
---large-size LR image on the default path (time, peak RSS of the whole process, vs 8 GiB).
+the run, ``sisr.utils.memory.PeakMemory(cpu="current")``; the largest growth is reported), the two
+paths alternating; then one untiled --large-size LR image on the default path (time, peak RSS of
+the whole process, vs 8 GiB).
 Targets: default no slower than reference, at most half its peak memory; the large image in 8 GiB.
 
 CUDA (``--device cuda``, in addition): x2 on a --gpu-size LR input: fp32 time of both paths
@@ -37,11 +38,11 @@ import sisr
 from sisr.evaluation.profile import count_model_flops
 from sisr.errors import SisrError
 from sisr.utils.fs import atomic_write_text
+from sisr.utils.memory import PeakMemory
 
 SCALE = 2
 GIB = 2**30
 RSS_LIMIT = 8 * GIB
-_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
 
 
 def build(path: str, device: str = "cpu") -> torch.nn.Module:
@@ -54,19 +55,10 @@ def model_flops(size: int) -> int:
     return count_model_flops("csnln", SCALE, (size, size), hparams={"attention": "reference"})["flops"]
 
 
-def _current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _cpu_seconds() -> float:
     """User + system CPU time of this process (all threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
 
 
 def worker(spec: dict) -> dict:
@@ -80,24 +72,24 @@ def worker(spec: dict) -> dict:
     with torch.no_grad():
         model(torch.rand(1, 3, 8, 8))  # load kernels and libraries before the baseline
     gc.collect()
-    base = _current_rss() if sys.platform.startswith("linux") else _peak_rss()
-    n = spec["warmup"] + spec["runs"]
-    bar = tqdm(total=n * model.depth, desc=f"{spec['path']} {spec['size']}x{spec['size']}", disable=None,
-               file=sys.stderr)
-    model.SEM.register_forward_hook(lambda *_: bar.update())
-    times, cpu_times = [], []
-    with torch.no_grad():
-        for _ in range(n):
-            start, start_cpu = time.perf_counter(), _cpu_seconds()
-            model(x)
-            times.append(time.perf_counter() - start)
-            cpu_times.append(_cpu_seconds() - start_cpu)
-    bar.close()
-    peak = _peak_rss()
+    with PeakMemory("cpu", cpu="current") as mem:
+        n = spec["warmup"] + spec["runs"]
+        bar = tqdm(total=n * model.depth, desc=f"{spec['path']} {spec['size']}x{spec['size']}", disable=None,
+                   file=sys.stderr)
+        model.SEM.register_forward_hook(lambda *_: bar.update())
+        times, cpu_times = [], []
+        with torch.no_grad():
+            for _ in range(n):
+                start, start_cpu = time.perf_counter(), _cpu_seconds()
+                model(x)
+                times.append(time.perf_counter() - start)
+                cpu_times.append(_cpu_seconds() - start_cpu)
+        bar.close()
     timed, cpu_timed = times[spec["warmup"]:], cpu_times[spec["warmup"]:]
     return {"path": spec["path"], "size": spec["size"], "times_s": timed, "median_s": statistics.median(timed),
             "cpu_times_s": cpu_timed, "median_cpu_s": statistics.median(cpu_timed),
-            "baseline_rss_bytes": base, "peak_rss_bytes": peak, "peak_rss_growth_bytes": max(0, peak - base),
+            "baseline_rss_bytes": mem.baseline_bytes, "peak_rss_bytes": mem.peak_bytes,
+            "peak_rss_growth_bytes": mem.bytes,
             "threads": torch.get_num_threads()}
 
 
@@ -205,14 +197,13 @@ def cuda_section(args) -> dict:
 
         gc.collect()
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        outputs[name] = forward().float()
-        times = _cuda_time(forward, args.runs, max(1, args.warmup))
+        with PeakMemory("cuda") as mem:
+            outputs[name] = forward().float()
+            times = _cuda_time(forward, args.runs, max(1, args.warmup))
         median = statistics.median(times)
         rate = flops / median
         rows[name] = {"times_s": times, "median_s": median,
-                      "peak_memory_bytes": torch.cuda.max_memory_allocated() - base,
+                      "peak_memory_bytes": mem.bytes,
                       "flops_per_s": rate, "fraction_of_matmul_peak": rate / peaks["bf16" if dtype else "fp32"]}
         del model
     ref, fast = rows["reference fp32"], rows["fast fp32"]

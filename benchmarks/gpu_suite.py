@@ -67,6 +67,7 @@ from sisr.training.config import load_config  # noqa: E402
 from sisr.training.trainer import TrainStep, make_optimizer  # noqa: E402
 from sisr.utils.device import resolve_device, synchronize  # noqa: E402
 from sisr.utils.fs import atomic_write_text, check_outputs  # noqa: E402
+from sisr.utils.memory import PeakMemory  # noqa: E402
 
 SECTIONS = ("peak", "csnln", "profile", "inference", "train")
 SHARES = {"peak": 0.03, "csnln": 0.12, "profile": 0.2, "inference": 0.3, "train": 0.35}
@@ -100,12 +101,9 @@ def with_peak(fn, device: torch.device):
     """``fn()`` and the CUDA allocator's peak above what was allocated before (None off CUDA)."""
     if device.type != "cuda":
         return fn(), None
-    synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    out = fn()
-    synchronize(device)
-    return out, torch.cuda.max_memory_allocated(device) - base
+    with PeakMemory(device) as mem:
+        out = fn()
+    return out, mem.bytes
 
 
 def free(device: torch.device) -> None:

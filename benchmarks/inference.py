@@ -61,6 +61,7 @@ from sisr.inference.forward import run
 from sisr.models import count_parameters, create_model, get_info, list_models
 from sisr.utils.device import resolve_device
 from sisr.utils.fs import atomic_write_text
+from sisr.utils.memory import PeakMemory
 
 MIB = 2**20
 DEFAULT_VARIANTS = ["eager", "optimised", "cl", "bf16"]
@@ -99,16 +100,12 @@ class Timer:
 
     def __call__(self, fn) -> tuple[float, object, int | None]:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            base = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = fn()
-            end.record()
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device) - base
-            return start.elapsed_time(end) / 1e3, out, peak
+            with PeakMemory(self.device) as mem:  # synchronises before and after
+                start.record()
+                out = fn()
+                end.record()
+            return start.elapsed_time(end) / 1e3, out, mem.bytes
         start = time.perf_counter()
         out = fn()
         return time.perf_counter() - start, out, None

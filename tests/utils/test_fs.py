@@ -108,3 +108,12 @@ def test_bad_locations_are_one_line_sisr_errors(tmp_path, where):
 
 def test_fsync_dir_tolerates_unopenable_folders(tmp_path):
     fs.fsync_dir(tmp_path / "missing")  # no exception
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("edsr-baseline", "edsr-baseline"), ("Set 5/head (x4)", "Set_5_head_x4"), ("..hidden.", "hidden"),
+    ("__a__", "a"), ("v1.2_b", "v1.2_b"), ("///", "x"), ("", "x"),
+])
+def test_slug_is_a_plain_file_name_part(text, expected):
+    assert fs.slug(text) == expected
+    assert fs.slug("***", fallback="model") == "model"

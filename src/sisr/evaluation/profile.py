@@ -23,9 +23,9 @@ What is measured, and how:
   current RSS by writing ``5`` to ``/proc/self/clear_refs`` after the model and input exist, and
   the peak is ``VmHWM - VmRSS`` read just before the forward. Without ``clear_refs`` (other
   systems) the growth of ``getrusage``'s ``ru_maxrss`` over the forward is used, which is lower when
-  building the model peaked higher. The row's ``memory_method`` says which. With ``isolate=True``
-  (default) every model runs in a fresh Python process, so memory freed by an earlier model is
-  not reused and the figure is that of a fresh process.
+  building the model peaked higher. Both by :class:`sisr.utils.memory.PeakMemory`; the row's
+  ``memory_method`` says which. With ``isolate=True`` (default) every model runs in a fresh Python
+  process, so memory freed by an earlier model is not reused and the figure is that of a fresh process.
 * **Runtime**: median of ``runs`` timed forwards (``time.perf_counter``, CUDA synchronised) after
   ``warmup`` untimed ones, all under ``torch.inference_mode``, batch 1, on ``torch.rand`` input.
   The first warm-up forward is the one whose memory is measured.
@@ -42,7 +42,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -56,8 +55,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError
 from ..models.registry import count_parameters, create_model, get_info
-from ..utils.device import resolve_device, synchronize
+from ..utils.device import cpu_name, device_name, resolve_device, synchronize
 from ..utils.fs import atomic_write_text, check_outputs
+from ..utils.memory import PeakMemory
 
 HD_OUTPUT = (720, 1280)  # (H, W) of the output the "Mult-Adds" convention counts for
 _RESULT_MARK = "SISR_PROFILE_RESULT "
@@ -132,32 +132,6 @@ def hd_input_hw(scale: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------- memory and time
 
 
-def _proc_status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _proc_status_kib("VmHWM") is not None
-
-
-def _maxrss_kib() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB elsewhere
-
-
 def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Peak memory of the first forward and runtimes of the timed ones, in this process.
 
@@ -175,29 +149,9 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     synchronize(dev)
 
     with torch.inference_mode():
-        # first forward: peak memory
-        if dev.type == "cuda":
-            base = torch.cuda.memory_allocated(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
+        with PeakMemory(dev, what="the first forward") as mem:  # the first forward: peak memory
             model(x)
-            synchronize(dev)
-            peak = torch.cuda.max_memory_allocated(dev) - base
-            method = "CUDA allocator: max_memory_allocated during the first forward minus the allocation before it"
-        elif dev.type == "cpu":
-            if _reset_peak_rss():
-                base_kib = _proc_status_kib("VmRSS") or 0
-                model(x)
-                peak = max(0, (_proc_status_kib("VmHWM") or 0) - base_kib) * 1024
-                method = "CPU RSS: VmHWM after the first forward minus VmRSS before it (VmHWM reset via clear_refs)"
-            else:
-                base_kib = _maxrss_kib()
-                model(x)
-                peak = max(0, _maxrss_kib() - base_kib) * 1024
-                method = "CPU RSS: growth of getrusage ru_maxrss over the first forward (a lower bound)"
-        else:
-            model(x)
-            synchronize(dev)
-            peak, method = None, f"not measured on {dev.type}"
+        peak, method = mem.bytes, mem.method
         for _ in range(int(spec["warmup"]) - 1):
             model(x)
         synchronize(dev)
@@ -326,17 +280,6 @@ def parse_hw(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _loadavg() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -347,15 +290,13 @@ def _loadavg() -> list[float] | None:
 def _environment(dev: torch.device) -> dict[str, Any]:
     env = {
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
         "device": str(dev),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
+    env["device_name"] = device_name(dev)
     if dev.type == "cuda":
-        env["device_name"] = f"{dev} ({torch.cuda.get_device_name(dev)})"
         env["cuda"] = torch.version.cuda
-    else:
-        env["device_name"] = f"{dev} ({env['cpu']}, {torch.get_num_threads()} threads)"
     return env
 
 

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,8 +38,8 @@ from ..data.io import image_to_tensor, tensor_to_image
 from ..errors import ConfigError, ModelError
 from ..metrics import CONVENTION, psnr, ssim
 from ..models.registry import count_parameters, get_info
-from ..utils.device import resolve_device
-from ..utils.fs import atomic_write_text, check_outputs
+from ..utils.device import device_name, resolve_device
+from ..utils.fs import atomic_write_text, check_outputs, slug
 from ..weights.official import sha256_file
 from ..inference.images import rgb_to_gray
 from ..weights.loading import is_model_name, load_model
@@ -247,7 +246,7 @@ def evaluate(
         "forward": forward if use_run else "model(x) under torch.inference_mode, whole image",
         "software": {"sisr": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
-        "device": _device_name(dev),
+        "device": device_name(dev),
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     return EvalResults(_describe_model(model, networks), protocol, results)
@@ -260,7 +259,7 @@ def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None,
     never replaced unless ``overwrite``.
     """
     if out_dir is None:
-        out_dir = _new_run_dir(Path("results"), f"eval-{_slug(results.model['label'])}")
+        out_dir = _new_run_dir(Path("results"), f"eval-{slug(results.model['label'], 'model')}")
     out_dir = Path(out_dir)
     check_outputs(out_dir, RESULT_FILES, overwrite)
     texts = dict(zip(RESULT_FILES, (json.dumps(results.to_dict(), indent=2) + "\n", results.csv(),
@@ -271,12 +270,6 @@ def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None,
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"{dev} ({torch.cuda.get_device_name(dev)})"
-    return f"{dev} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _load_networks(model, scales: Sequence[int] | None, weights, dev: torch.device) -> dict[int, torch.nn.Module]:
@@ -363,10 +356,6 @@ def _new_run_dir(parent: Path, stem: str) -> Path:
         path = parent / f"{stem}-{stamp}-{n}"
         n += 1
     return path
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
 def _flat(value: Any) -> str:

@@ -29,7 +29,6 @@ import hashlib
 import html
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -46,7 +45,7 @@ from ..errors import ConfigError, ModelError, WeightsError
 from ..metrics import CONVENTION, psnr, rgb_to_y
 from ..models.registry import MODULES
 from ..utils.device import resolve_device
-from ..utils.fs import OutputExistsError, atomic_write_text
+from ..utils.fs import OutputExistsError, atomic_write_text, slug
 from ..utils.plot import bar_chart, font, save_png
 from .protocol import EvalResults, _json_safe, evaluate
 from ..weights.loading import load_model
@@ -335,10 +334,6 @@ def _zoomed(crop: np.ndarray, zoom: int) -> Image.Image:
 # --------------------------------------------------------------------------- output
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
-
-
 def _write(out_dir: Path, columns: list[ReportModel], sets: Sequence[BenchmarkSet], images: list[_Image],
            info: dict[str, Any], overwrite: bool) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -351,7 +346,7 @@ def _write(out_dir: Path, columns: list[ReportModel], sets: Sequence[BenchmarkSe
         title=f"PSNR (Y, dB) x{scale}, mean per set", ylabel="PSNR (dB)", y_min=None))]
     for d in set_names:
         names = [i.name for i in scores[columns[0].label][d].images]
-        charts.append((f"charts/psnr_{_slug(d)}.png", f"PSNR (Y) per image, {d}", bar_chart(
+        charts.append((f"charts/psnr_{slug(d)}.png", f"PSNR (Y) per image, {d}", bar_chart(
             names, {c.label: [i.psnr_y for i in scores[c.label][d].images] for c in columns},
             title=f"{d} x{scale}: PSNR (Y, dB) per image", ylabel="PSNR (dB)", y_min=None, value_format=None)))
     for rel, _, img in charts:
@@ -362,7 +357,7 @@ def _write(out_dir: Path, columns: list[ReportModel], sets: Sequence[BenchmarkSe
     zoom = info["zoom"]
     folders: set[str] = set()
     for image in images:
-        folder = base = f"crops/{_slug(image.dataset)}/{_slug(image.name)}"
+        folder = base = f"crops/{slug(image.dataset)}/{slug(image.name)}"
         n = 2
         while folder in folders:  # names that differ only in characters the slug replaces
             folder, n = f"{base}-{n}", n + 1
@@ -378,7 +373,7 @@ def _write(out_dir: Path, columns: list[ReportModel], sets: Sequence[BenchmarkSe
                                           for col in columns]
             row = []
             for i, (label, crop, value) in enumerate(cells):
-                rel = f"{folder}/c{k + 1}_{i}_{_slug(label)}.png"
+                rel = f"{folder}/c{k + 1}_{i}_{slug(label)}.png"
                 save_png(_zoomed(crop, zoom), out_dir / rel, overwrite=overwrite)
                 row.append((label, rel, value))
             rows.append(((t, l, c), row))
@@ -470,7 +465,7 @@ def _html(columns, set_names, scores, charts, figures, info) -> str:
     for image, folder, per_image, rows in figures:
         if image.dataset != current:
             current = image.dataset
-            out.append(f'<h3 id="set-{e(_slug(current))}">{e(current)}</h3>')
+            out.append(f'<h3 id="set-{e(slug(current))}">{e(current)}</h3>')
         summary = "; ".join(f"{e(label)} {s.psnr_y:.2f} dB / {s.ssim_y:.4f}" for label, s in per_image.items())
         out.append(f'<figure class="image" id="{e(folder[len("crops/"):].replace("/", "-"))}" '
                    f'data-dataset="{e(image.dataset)}" data-image="{e(image.name)}">')

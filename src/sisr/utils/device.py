@@ -1,4 +1,4 @@
-"""Devices: name resolution, free memory and out-of-memory detection.
+"""Devices: name resolution, descriptive names, free memory and out-of-memory detection.
 
 ``resolve_device("auto")`` picks CUDA, then Apple MPS, then the CPU;
 ``"cpu"``, ``"cuda"``, ``"cuda:1"`` and ``"mps"`` are checked and give a
@@ -8,6 +8,7 @@ one-line ``DeviceError`` when the device is not there.
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -53,6 +54,25 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
             raise DeviceError(f"device '{spec}': Apple MPS is not available on this machine; use --device cpu or auto")
         return device
     raise DeviceError(f"unsupported device '{spec}'; use auto, cpu, cuda, cuda:N or mps")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()`` or the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """``"cuda:0 (NVIDIA H200)"``, or ``"cpu (<CPU model>, <n> threads)"`` off CUDA: for results files."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({cpu_name()}, {torch.get_num_threads()} threads)"
 
 
 def free_memory(device: torch.device) -> int:

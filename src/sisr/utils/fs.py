@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Iterator
@@ -126,6 +127,12 @@ def check_outputs(folder: str | os.PathLike, names, overwrite: bool = False) -> 
     for name in names:
         if (Path(folder) / name).exists():
             raise OutputExistsError(_exists_message(Path(folder) / name))
+
+
+def slug(text: str, fallback: str = "x") -> str:
+    """``text`` as a file-name part: runs of characters other than ``A-Za-z0-9._-`` become ``_``,
+    leading and trailing ``.``/``_`` are dropped; ``fallback`` when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or fallback
 
 
 def sha256_file(path: str | os.PathLike) -> str:
