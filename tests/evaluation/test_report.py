@@ -18,7 +18,7 @@ import sisr
 from sisr.data.benchmark import BenchmarkSet, DatasetError
 from sisr.data.io import image_to_tensor, tensor_to_image, write_image
 from sisr.evaluation.protocol import evaluate
-from sisr.evaluation.report import make_report, select_crops
+from sisr.evaluation.report import file_label, make_report, select_crops
 from sisr.metrics import psnr
 from sisr.models import get_info
 from sisr.utils.fs import OutputExistsError
@@ -194,6 +194,44 @@ def test_page_structure_scores_and_crops(data_root, tmp_path):
     assert charts == ["charts/psnr.png", "charts/psnr_A.png", "charts/psnr_B.png"]
     meta = (out / "metrics.json").read_text()
     assert '"format": "sisr-report"' in meta and str(rcan) in meta
+
+
+def _run_folder(root: Path, *files: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text("model:\n  name: edsr-baseline\n")
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    return root
+
+
+def test_columns_of_run_checkpoints_are_named_after_the_run(data_root, tmp_path):
+    bests = []
+    for run, seed in (("runs/edsr-x2-a", 0), ("runs/edsr-x2-b", 1), ("elsewhere/edsr-x2-a", 2)):
+        folder = _run_folder(tmp_path / run)
+        bests.append(shutil.move(_tiny_file(tmp_path, "edsr-baseline", seed=seed), folder / "best.safetensors"))
+    out = tmp_path / "report"
+    make_report([str(b) for b in bests], ["A"], 2, out, data_root=data_root, crop_size=12, progress=False)
+    page = Page((out / "index.html").read_text())
+    # not "best", "best-2", "best-3"; two runs both called edsr-x2-a still get distinct columns
+    assert [row[0][2] for row in page.rows] == ["bicubic", "edsr-x2-a", "edsr-x2-b", "edsr-x2-a-2"]
+    _check_linked_files(page, out)
+
+
+def test_file_label(tmp_path, monkeypatch):
+    run = _run_folder(tmp_path / "runs" / "x4", "best.safetensors", "latest.safetensors", "latest_ema.safetensors",
+                      "checkpoints/000001000/model.safetensors", "checkpoints/000001000/ema.safetensors")
+    assert file_label(run / "best.safetensors") == "x4"
+    assert file_label(run / "latest.safetensors") == "x4-latest"
+    assert file_label(run / "latest_ema.safetensors") == "x4-latest_ema"
+    assert file_label(run / "checkpoints" / "000001000" / "model.safetensors") == "x4-1000"
+    assert file_label(run / "checkpoints" / "000001000" / "ema.safetensors") == "x4-1000-ema"
+    monkeypatch.chdir(run)
+    assert file_label("best.safetensors") == "x4"  # a relative path inside the run folder
+    loose = tmp_path / "exports"  # no config.yaml: not a run folder
+    loose.mkdir()
+    assert file_label(loose / "best.safetensors") == "best"
+    assert file_label(run / "edsr_x4.safetensors") == "edsr_x4"
 
 
 def test_select_crops_largest_error_no_overlap_ties_top_left():

@@ -50,7 +50,7 @@ from ..utils.plot import bar_chart, font, save_png
 from .protocol import EvalResults, _json_safe, evaluate
 from ..weights.loading import load_model
 
-__all__ = ["make_report", "select_crops", "ReportModel"]
+__all__ = ["make_report", "select_crops", "file_label", "ReportModel"]
 
 CROP_DISPLAY = 256  # target width in screen pixels of a zoomed crop when zoom is automatic
 OVERVIEW_SIZE = 256  # longest side of the overview image
@@ -139,7 +139,9 @@ def make_report(
     folders under ``data_root`` (default: ``$SISR_DATASETS``, ``./datasets``, ``../shared/datasets``).
     ``crop_size``: crop side in HR pixels (smaller when the image is); ``zoom``: pixel repetition
     of the crops (default: ``256 // crop_size``, at least 1). ``out_dir`` must be absent or empty
-    unless ``overwrite``. ``command`` is recorded in the page.
+    unless ``overwrite``. ``command`` is recorded in the page. Columns are named after the registry
+    name, or the weights file (:func:`file_label`: a run's ``best.safetensors`` by the run folder);
+    equal names get ``-2``, ``-3``...
     """
     scale = int(scale)
     if crop_size < 1:
@@ -236,7 +238,7 @@ def _load_models(models, weights: Mapping[str, str | os.PathLike], scale: int,
             if key in MODULES:
                 label = key
             elif Path(given).is_file():
-                label = Path(given).stem
+                label = file_label(given)
             elif Path(given).suffix or "/" in given or os.sep in given:
                 raise WeightsError(f"{given}: no such weights file")
             else:
@@ -249,6 +251,26 @@ def _load_models(models, weights: Mapping[str, str | os.PathLike], scale: int,
         path = (getattr(net, "sisr_weights", None) or {}).get("path")
         out.append(ReportModel(label, given, path, net))
     return out
+
+
+RUN_FILES = {"best": "", "latest": "-latest", "latest_ema": "-latest_ema"}  # run-folder weights -> label suffix
+
+
+def file_label(path: str | os.PathLike) -> str:
+    """Column name of a weights file: its run folder's name for a training run's ``best``/``latest``
+    file (``runs/x4/best.safetensors`` -> ``x4``, ``latest.safetensors`` -> ``x4-latest``), the
+    run's name and iteration for a checkpoint (``runs/x4/checkpoints/000001000/ema.safetensors``
+    -> ``x4-1000-ema``), else the file's stem. A run folder is one with a ``config.yaml``."""
+    path = Path(path).absolute()
+    stem, folder = path.stem, path.parent
+    if stem in RUN_FILES and (folder / "config.yaml").is_file() and folder.name:
+        return folder.name + RUN_FILES[stem]
+    run = folder.parent.parent
+    if (stem in ("model", "ema") and folder.parent.name == "checkpoints" and (run / "config.yaml").is_file()
+            and run.name):
+        iteration = str(int(folder.name)) if folder.name.isdigit() else folder.name
+        return f"{run.name}-{iteration}" + ("-ema" if stem == "ema" else "")
+    return stem
 
 
 # --------------------------------------------------------------------------- crops
