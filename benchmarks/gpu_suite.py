@@ -303,7 +303,7 @@ def train_rates(name: str, hparams: dict, batch: int, patch: int, device: torch.
     columns = {"fp32": ("fp32", False), "optimised": ("bf16", True)}
     steps, out = {}, {}
     for col, (precision, cl) in columns.items():
-        if precision not in get_info(name).precisions:
+        if precision not in get_info(name).train_precisions:  # mixed-precision training, not inference
             out[col] = {"error": f"{precision} not supported by the model"}
             continue
         try:
