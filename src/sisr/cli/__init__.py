@@ -8,7 +8,8 @@ Errors caused by the user's input (``SisrError``) and file-system failures
 Every command takes ``--threads N`` (torch CPU threads). Unless the user set
 ``OMP_WAIT_POLICY``, it is set to ``PASSIVE`` before torch is imported: with
 the default active spinning, OpenMP workers on a busy 2-core machine burn the
-cores other processes need (a tiny EDSR trained ~10x slower).
+cores other processes need (a tiny EDSR trained ~10x slower). glibc keeps freed
+memory for reuse (``sisr.utils.malloc``; ``SISR_MALLOC=default`` leaves it alone).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import argparse
 import importlib
 import os
 import sys
+
+from ..utils.malloc import keep_freed_memory
 
 from .. import __version__
 from ..errors import SisrError
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, help_ = COMMANDS[name]
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when torch loads
+    keep_freed_memory()
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"sisr {name}", description=help_)
     module.add_arguments(parser)

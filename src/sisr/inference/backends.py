@@ -16,14 +16,15 @@
 
 ``compile`` and ``onnxruntime`` run float32 graphs; reduced precision needs ``eager`` or ``auto``.
 ``<cache>`` is ``$SISR_CACHE_DIR``, else ``$XDG_CACHE_HOME/sisr``, else ``~/.cache/sisr``. The key
-hashes the model's class, spec and every tensor of its state, the torch version and the backend,
-so changed weights never reuse a stale package.
+hashes the model's class, the source files of its modules, its spec and every tensor of its state,
+the torch version and the backend, so changed weights or code never reuse a stale package.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import tempfile
 import warnings
@@ -58,12 +59,15 @@ def cache_dir() -> Path:
 
 
 def model_key(model: nn.Module, kind: str) -> str:
-    """sha256 (hex, 24 digits) of the network's class, spec, every state tensor, torch version and ``kind``."""
+    """sha256 (hex, 24 digits) of the network's class, source files, spec, state tensors, torch version, ``kind``."""
     h = hashlib.sha256()
     spec = getattr(model, "sisr_spec", None)
     h.update(f"{kind}|{torch.__version__}|{type(model).__module__}.{type(model).__qualname__}|".encode())
     if spec is not None:
         h.update(repr((spec.name, spec.scale, sorted(dict(spec.hparams).items()))).encode())
+    for source in sorted({inspect.getsourcefile(type(m)) or "" for m in model.modules()}):
+        if source and os.path.isfile(source):  # the code that builds the graph: a changed model file rebuilds
+            h.update(Path(source).read_bytes())
     for name, tensor in model.state_dict(keep_vars=False).items():
         t = tensor.detach().to("cpu").contiguous()
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..utils.device import free_memory, is_out_of_memory, release_cached_memory
+from ..utils.memory import PeakMemory
 from .network import InferenceOutOfMemory, Runner, call_checked
 
 DEFAULT_TILE_OVERLAP = 32  # LR pixels between neighbouring tiles
@@ -174,12 +175,9 @@ def estimate_memory(runner: Runner, channels: int = 3) -> tuple[float, float]:
 def _peak_bytes(runner: Runner, probe: torch.Tensor) -> int:
     dev = runner.device
     if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        base = torch.cuda.memory_allocated(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        runner(probe.to(dev), runner.eager)
-        torch.cuda.synchronize(dev)
-        return max(torch.cuda.max_memory_allocated(dev) - base, 1)
+        with PeakMemory(dev) as mem:
+            runner(probe.to(dev), runner.eager)
+        return max(mem.bytes, 1)
     with _live_bytes_tracker() as tracker:
         runner(probe, runner.eager)
     return max(tracker.peak, 1)
