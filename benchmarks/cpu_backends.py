@@ -1,13 +1,23 @@
-"""CPU backends side by side for one model: eager, channels_last, torch.compile, AOTInductor, ONNX Runtime.
+"""CPU backends side by side: eager, the default (auto = channels_last), bf16, torch.compile, AOTInductor, ONNX Runtime.
 
-    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE nice -n 10 .venv/bin/python benchmarks/cpu_backends.py \
-        --model defian-s --scale 2 --size 256 --repeats 5
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/cpu_backends.py \\
+        --models defian-s edsr-baseline rcan --size 96 --variants eager auto onnxruntime
 
-Shipped weights when they exist (else random, seed 0). Each variant is prepared once (one-off cost
-reported: compile / export time, cold in a fresh cache folder, then the load of the cached
-AOTInductor package), then the variants are called in rotating order for ``--repeats`` rounds and the
-median is reported with its ratio to eager. Max differences are of the clamped outputs vs eager fp32,
-in 1/255 units. Prints a Markdown table; writes JSON under benchmarks/results/.
+Every model at full size (csnln at ``--csnln-size``), shipped weights where they exist, else random
+(seed 0); one ``--size`` x ``--size`` LR input. Variants:
+
+* ``eager``: ``run(backend="eager")``, fp32 NCHW (the old default);
+* ``auto``: ``run()``, the default (channels_last eager on the CPU);
+* ``bf16``: ``run(precision="bf16")`` (auto layout), only where the model declares bf16 and the CPU
+  has bf16 instructions;
+* ``torch.compile``: ``torch.compile`` of the module, fp32 (first call, cold cache, reported);
+* ``compile``: ``run(backend="compile")``, the cached AOTInductor package (build reported, cold);
+* ``onnxruntime``: ``run(backend="onnxruntime")``, the checked export (export reported).
+
+Each variant is prepared once, then the variants of a model are called in rotating order for
+``--repeats`` rounds; the median and its ratio to eager are reported, with the largest difference of
+the outputs to eager fp32 in grey levels (1/255). Prints Markdown tables; writes JSON under
+benchmarks/results/. Process-wide: glibc keeps freed memory, as in the CLI (sisr.utils.malloc).
 """
 
 from __future__ import annotations
@@ -24,107 +34,133 @@ from pathlib import Path
 
 import torch
 
+VARIANTS = ("eager", "auto", "bf16", "torch.compile", "compile", "onnxruntime")
+MODELS = ("edsr-baseline", "edsr", "rcan", "defian-s", "defian-l", "cran", "eacrn", "csnln")
+
+
+def has_bf16_instructions() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bench_model(name: str, args, work: Path) -> dict:
+    import sisr
+    from sisr.inference.forward import run
+    from sisr.weights.pretrained import pretrained_path
+
+    weights = "shipped" if pretrained_path(name, args.scale) else "random"
+    torch.manual_seed(0)
+    net = (sisr.load_model(name, args.scale, device="cpu") if weights == "shipped"
+           else sisr.create_model(name, scale=args.scale)).eval()
+    size = args.csnln_size if name == "csnln" else args.size
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    calls, oneoff, skipped = {}, {}, {}
+    for v in args.variants:
+        if v == "eager":
+            calls[v] = lambda: run(net, x, backend="eager")
+        elif v == "auto":
+            calls[v] = lambda: run(net, x)
+        elif v == "bf16":
+            if "bf16" not in sisr.get_info(name).precisions:
+                skipped[v] = "bf16 not declared for this model"
+            elif not has_bf16_instructions():
+                skipped[v] = "no bf16 instructions on this CPU"
+            else:
+                calls[v] = lambda: run(net, x, precision="bf16")
+        elif v == "torch.compile":
+            import copy
+
+            compiled = torch.compile(copy.deepcopy(net), dynamic=False)
+            t = time.perf_counter()
+            with torch.inference_mode():
+                compiled(x)
+            oneoff["torch.compile first call (cold cache)"] = time.perf_counter() - t
+
+            def call(c=compiled):
+                with torch.inference_mode():
+                    return c(x).clamp(0, 1)
+            calls[v] = call
+        else:  # library backends: the first call builds (and caches) the package / export
+            t = time.perf_counter()
+            try:
+                run(net, x, backend=v)
+            except Exception as exc:  # noqa: BLE001 - reported in the table
+                skipped[v] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                continue
+            oneoff[f"{v}: first call (build + cache, cold)"] = time.perf_counter() - t
+            calls[v] = lambda v=v: run(net, x, backend=v)
+    ref = run(net, x, backend="eager")
+    diffs = {v: float((f() - ref).abs().max()) * 255 for v, f in calls.items()}
+    names = list(calls)
+    times: dict[str, list[float]] = {v: [] for v in names}
+    for r in range(args.repeats):
+        for v in names[r % len(names):] + names[: r % len(names)]:
+            t = time.perf_counter()
+            calls[v]()
+            times[v].append(time.perf_counter() - t)
+    med = {v: statistics.median(t) for v, t in times.items()}
+    return dict(model=name, weights=weights, size=size, median_s=med, times_s=times, max_diff_255=diffs,
+                oneoff_s=oneoff, skipped=skipped)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="defian-s")
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--scale", type=int, default=2)
-    p.add_argument("--size", type=int, default=256, help="LR side (square)")
+    p.add_argument("--size", type=int, default=96, help="LR side (square)")
+    p.add_argument("--csnln-size", type=int, default=48, help="LR side for csnln (quadratic attention)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if "eager" not in args.variants:
+        args.variants.insert(0, "eager")
     warnings.simplefilter("ignore")
-    import sisr
-    from sisr.weights.pretrained import pretrained_path
+    from sisr.utils.malloc import keep_freed_memory
 
+    keep_freed_memory()
     work = Path(tempfile.mkdtemp(prefix="sisr_cpu_backends_"))
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")  # cold compile caches
-    weights = "shipped" if pretrained_path(args.model, args.scale) else "random"
-    if weights == "random":
-        torch.manual_seed(0)
-    net = sisr.load_model(args.model, args.scale).eval()
-    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        ref = net(x).clamp(0, 1)
-    variants, oneoff = {}, {}
-
-    variants["eager"] = lambda: net(x)
-    import copy
-
-    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    variants["channels_last"] = lambda: net_cl(x_cl)
-
-    t = time.perf_counter()
-    compiled = torch.compile(copy.deepcopy(net), dynamic=False)
-    with torch.inference_mode():
-        compiled(x)
-    oneoff["torch.compile first call (cold)"] = time.perf_counter() - t
-    variants["torch.compile"] = lambda: compiled(x)
-
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    pkg = work / "model.pt2"
-    t = time.perf_counter()
-    dims = ({2: torch.export.Dim("h", min=8, max=4096), 3: torch.export.Dim("w", min=8, max=4096)},)
-    with torch.no_grad():
-        ep = torch.export.export(net, (x,), dynamic_shapes=dims)
-    torch._inductor.aoti_compile_and_package(ep, package_path=str(pkg))
-    oneoff["AOTInductor export+compile (cold, dynamic H/W, freezing)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    aoti = torch._inductor.aoti_load_package(str(pkg))
-    oneoff["AOTInductor load of the cached package"] = time.perf_counter() - t
-    variants["AOTInductor"] = lambda: aoti(x)
-
-    try:
-        import onnxruntime as ort
-
-        from sisr.inference.export import export_onnx
-
-        t = time.perf_counter()
-        onnx_path = work / "model.onnx"
-        export_onnx(net, onnx_path)
-        oneoff["sisr ONNX export (with its check)"] = time.perf_counter() - t
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = torch.get_num_threads()
-        so.inter_op_num_threads = 1
-        t = time.perf_counter()
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-        oneoff["ONNX Runtime session"] = time.perf_counter() - t
-        xn = x.numpy()
-        variants["onnxruntime"] = lambda: torch.from_numpy(sess.run(None, {"lr": xn})[0])
-    except ImportError:
-        print("onnxruntime not installed: its column is skipped (pip install 'sisr[onnx]')", file=sys.stderr)
-
-    names = list(variants)
-    times = {n: [] for n in names}
-    diffs = {}
-    with torch.inference_mode():
-        for n in names:
-            diffs[n] = float((variants[n]().float().clamp(0, 1) - ref).abs().max()) * 255
-        for r in range(args.repeats):
-            for n in names[r % len(names):] + names[: r % len(names)]:
-                t = time.perf_counter()
-                variants[n]()
-                times[n].append(time.perf_counter() - t)
-    med = {n: statistics.median(v) for n, v in times.items()}
-    print(f"\n{args.model} x{args.scale}, {weights} weights, LR {args.size}x{args.size}, "
-          f"{torch.get_num_threads()} thread(s), median of {args.repeats}\n")
-    print("| variant | median ms | speed-up vs eager | max diff /255 vs eager fp32 |\n|---|---|---|---|")
-    for n in names:
-        print(f"| {n} | {med[n] * 1e3:.0f} | {med['eager'] / med[n]:.2f}x | {diffs[n]:.4f} |")
-    print("\n| one-off | s |\n|---|---|")
-    for k, v in oneoff.items():
-        print(f"| {k} | {v:.1f} |")
-    out = Path(args.json or f"benchmarks/results/cpu_backends_{args.model}_x{args.scale}_{args.size}.json")
+    os.environ["SISR_CACHE_DIR"] = str(work / "sisr-cache")
+    rows = []
+    for name in args.models:
+        row = bench_model(name, args, work)
+        rows.append(row)
+        print(f"{name}: " + ", ".join(f"{v} {s * 1e3:.0f} ms" for v, s in row["median_s"].items()), flush=True)
+    threads = torch.get_num_threads()
+    print(f"\nx{args.scale}, LR {args.size}x{args.size} (csnln {args.csnln_size}), {threads} thread(s), "
+          f"median of {args.repeats}; ms (speed-up vs eager) [max diff vs eager fp32, grey levels]\n")
+    cols = [v for v in args.variants if any(v in r["median_s"] for r in rows)]
+    print("| model | weights | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols))
+    for r in rows:
+        e = r["median_s"]["eager"]
+        cells = []
+        for v in cols:
+            if v in r["median_s"]:
+                s = r["median_s"][v]
+                cells.append(f"{s * 1e3:.0f} ({e / s:.2f}x) [{r['max_diff_255'][v]:.3f}]" if v != "eager"
+                             else f"{s * 1e3:.0f}")
+            else:
+                cells.append("n/a" if v not in r["skipped"] else "skipped")
+        print(f"| {r['model']} | {r['weights']} | " + " | ".join(cells) + " |")
+    notes = [f"{r['model']} {v}: {why}" for r in rows for v, why in r["skipped"].items()]
+    if notes:
+        print("\nskipped: " + "; ".join(notes))
+    print("\n| model | one-off | s |\n|---|---|---|")
+    for r in rows:
+        for k, s in r["oneoff_s"].items():
+            print(f"| {r['model']} | {k} | {s:.1f} |")
+    out = Path(args.json or f"benchmarks/results/cpu_backends_x{args.scale}_{args.size}_{threads}t.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     from sisr.utils.fs import atomic_write_text
 
-    atomic_write_text(out, json.dumps(dict(model=args.model, scale=args.scale, size=args.size, weights=weights,
-                                           threads=torch.get_num_threads(), repeats=args.repeats,
-                                           times_s=times, median_s=med, max_diff_255=diffs, oneoff_s=oneoff,
-                                           torch=torch.__version__), indent=1))
+    atomic_write_text(out, json.dumps(dict(scale=args.scale, size=args.size, csnln_size=args.csnln_size,
+                                           threads=threads, repeats=args.repeats, rows=rows,
+                                           bf16_instructions=has_bf16_instructions(),
+                                           torch=torch.__version__), indent=1), overwrite=True)
     print(f"\nwrote {out}")
     return 0
 

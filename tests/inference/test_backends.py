@@ -113,13 +113,14 @@ def test_auto_is_channels_last_on_cpu_and_gives_the_module_back_unchanged():
     from sisr.inference.network import Runner
 
     model = _tiny()
-    reference = run(model, _x(), backend="eager")
-    out = run(model, _x())
+    reference = run(model, _x(64, 72), backend="eager")
+    out = run(model, _x(64, 72))
     assert (out - reference).abs().max() < 1e-5
     assert all(p.is_contiguous() for p in model.parameters())  # layout restored after the call
-    runner = Runner(model, torch.device("cpu"), None, backend="auto")
+    runner = Runner(model, torch.device("cpu"), None, backend="auto", pixels=64 * 72)
     assert runner.channels_last and runner.backend == "eager (channels_last)"
     runner.close()
+    assert Runner(model, torch.device("cpu"), None, backend="auto", pixels=32 * 32).channels_last is False
     assert Runner(model, torch.device("cpu"), None, backend="eager").channels_last is False
 
 

@@ -3,8 +3,9 @@
 ``backend``:
 
 * ``"eager"``: the module as it is (``channels_last=True``: in channels_last memory format).
-* ``"auto"`` (default): eager, in channels_last memory format on the CPU (faster for every
-  convolutional model measured, docs/performance.md), NCHW elsewhere. It never compiles:
+* ``"auto"`` (default): eager, in channels_last memory format on the CPU for inputs (or tiles)
+  of at least 64x64 pixels (faster for every convolutional model measured, docs/performance.md),
+  NCHW elsewhere. It never compiles:
   a cold compile costs 30 s or more, more than a typical job saves. ``run`` converts the
   module for the call and back afterwards (the caller's module keeps its layout).
 * ``"compile"``: on the CPU an AOTInductor package (``torch.export`` with dynamic batch, height
@@ -76,8 +77,11 @@ def model_key(model: nn.Module, kind: str) -> str:
     return h.hexdigest()[:24]
 
 
+AUTO_CHANNELS_LAST_MIN_PIXELS = 64 * 64  # below, channels_last measured no faster (break-even ~48x48)
+
+
 def prepare(model: nn.Module, backend: str, device: torch.device, dtype: torch.dtype | None,
-            channels_last: bool = False, compile: bool = False) -> Backend:
+            channels_last: bool = False, compile: bool = False, pixels: int | None = None) -> Backend:
     """The forward ``run`` uses for ``backend`` (see the module docstring); errors are one line."""
     backend = check(backend, device, dtype, compile)
     if backend in ("compile", "onnxruntime"):
@@ -86,7 +90,8 @@ def prepare(model: nn.Module, backend: str, device: torch.device, dtype: torch.d
         if device.type == "cpu":
             return Backend(_aoti_package(model), False, "compile (AOTInductor package)")
         return Backend(_torch_compiled(model), channels_last, "compile (torch.compile)")
-    if backend == "auto" and device.type == "cpu" and _has_convolutions(model):
+    if (backend == "auto" and device.type == "cpu" and _has_convolutions(model)
+            and (pixels is None or pixels >= AUTO_CHANNELS_LAST_MIN_PIXELS)):
         channels_last = True
     return Backend(model, channels_last, "eager (channels_last)" if channels_last else "eager")
 

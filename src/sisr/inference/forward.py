@@ -75,7 +75,8 @@ def run(model: nn.Module, x: torch.Tensor, *, self_ensemble: bool = False, tile:
     model.eval()
     runner = None
     try:
-        runner = Runner(model, device, dtype, channels_last, compile, backend)
+        pixels = tile * tile if isinstance(tile, int) else x.shape[-2] * x.shape[-1]
+        runner = Runner(model, device, dtype, channels_last, compile, backend, pixels)
         x = x.float()
         with torch.inference_mode():
             scale = _scale(model, runner, x) if (tiler or chop) else None

@@ -23,13 +23,14 @@ class Runner:
     """Calls the network: moves the input to its device, autocast, fp32 result on the input's device."""
 
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype | None,
-                 channels_last: bool = False, compile: bool = False, backend: str = "eager"):
+                 channels_last: bool = False, compile: bool = False, backend: str = "eager",
+                 pixels: int | None = None):
         from .backends import prepare
 
         self.eager = model
         self.device = device
         self.dtype = dtype
-        prepared = prepare(model, backend, device, dtype, channels_last, compile)
+        prepared = prepare(model, backend, device, dtype, channels_last, compile, pixels)
         self.fn = prepared.fn
         self.channels_last = prepared.channels_last
         self.backend = prepared.name
