@@ -215,7 +215,10 @@ class Trainer:
                      + (f"; {len(left)} left at their initial values ({', '.join(left[:4])}"
                         f"{', ...' if len(left) > 4 else ''})" if left else ""))
         self.net.to(self.device)
-        if cfg.train.channels_last:
+        channels_last = cfg.train.channels_last
+        if channels_last is None:  # auto: measured faster on the CPU (docs/performance.md, Training)
+            channels_last = self.device.type == "cpu"
+        if channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(cfg, [p for p in self.net.parameters() if p.requires_grad])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(cfg.schedule, it))
@@ -239,7 +242,7 @@ class Trainer:
         self.net.train()
         self.step = TrainStep(forward, self.optimizer, device=self.device, precision=cfg.train.precision,
                               loss=cfg.train.loss, grad_clip=cfg.train.grad_clip,
-                              channels_last=cfg.train.channels_last, world_size=self.world_size)
+                              channels_last=channels_last, world_size=self.world_size)
         if self.step.scaler is not None and self._scaler_state:
             self.step.scaler.load_state_dict(self._scaler_state)
 
