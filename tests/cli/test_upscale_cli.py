@@ -111,3 +111,22 @@ def test_option_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["upscale", str(photo), "-o", str(tmp_path / "out"), *args]) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_folder_on_several_threads_runs_images_side_by_side_with_the_same_pixels(tmp_path):
+    torch.manual_seed(0)
+    model = sisr.create_model("defian-s", scale=2, **sisr.get_info("defian-s").tiny).eval()
+    weights = save_weights(model, tmp_path / "w.safetensors", model="defian-s", scale=2,
+                           hparams=model.sisr_spec.hparams)
+    src = tmp_path / "in"
+    for k in range(4):
+        write_image(src / f"{k}.png", _img(70, 66 + k, seed=k))  # >= 64x64: channels_last under auto
+    before = torch.get_num_threads()
+    assert main(["upscale", str(src), "-o", str(tmp_path / "one"), "--weights", str(weights), "--threads", "1"]) == 0
+    assert main(["upscale", str(src), "-o", str(tmp_path / "two"), "--weights", str(weights), "--threads", "2"]) == 0
+    torch.set_num_threads(before)
+    for k in range(4):
+        a = read_image(tmp_path / "one" / f"{k}.png").astype(int)
+        b = read_image(tmp_path / "two" / f"{k}.png").astype(int)
+        reference = upscale(_img(70, 66 + k, seed=k), model)
+        assert np.abs(a - b).max() <= 1 and np.abs(b - reference.astype(int)).max() <= 1

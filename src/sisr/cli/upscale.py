@@ -109,7 +109,10 @@ def job_record(net, args: argparse.Namespace, output: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    import torch
 
     from tqdm.auto import tqdm
 
@@ -183,43 +186,52 @@ def run(args: argparse.Namespace) -> int:
                 info = dataclasses.replace(info, icc_profile=None)  # the pixels are sRGB now
             return info, img, provenance(src)
 
-        def save(i: int, src: Path, dst: Path, out, info, prov: str):
+        # One job per image: read, network, write. Reading and writing overlap with the network; on a
+        # multi-core CPU, whole images (each on one thread) run side by side, which uses the cores better
+        # than splitting every convolution over them (docs/performance.md, folder job).
+        device = model_device(net)
+        threads = torch.get_num_threads()
+        workers = threads if (device.type == "cpu" and threads > 1 and len(todo) > 1 and args.tile is None
+                              and not args.chop and backend in ("auto", "eager")) else 1
+        workers = min(workers, len(todo))
+        if workers > 1:
+            options["progress"] = False
+            if backend == "auto":  # convert once: concurrent calls must not each convert and restore it
+                net.to(memory_format=torch.channels_last)
+        slots = threading.Semaphore(workers)
+
+        def job(i: int, src: Path, dst: Path):
+            info, img, prov = load(src)
+            if info.frames > 1:
+                tqdm.write(f"sisr upscale: note: {src}: {info.frames} frames; only the first is upscaled",
+                           file=sys.stderr)
+            with slots:
+                out = upscale_array(img, net, **options)
             write_image(dst, out, overwrite=args.overwrite, info=info, quality=args.quality,
                         lossless=args.lossless, provenance=prov)
             return i, src, dst
 
-        def finish(writing) -> None:
-            nonlocal done, failed
-            try:
-                i, src, dst = writing.result()
-            except SisrError as exc:
-                tqdm.write(f"sisr upscale: {exc}", file=sys.stderr)
-                failed += 1
-                return
-            done += 1
-            if lines:
-                print(f"sisr upscale: [{i}/{len(todo)}] {src} -> {dst}", file=sys.stderr, flush=True)
-
-        # reading the next image and writing the last one overlap with the network (2 I/O threads)
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sisr-io") as pool:
-            ahead, writing = pool.submit(load, todo[0][0]), None
-            for i, (src, dst) in enumerate(tqdm(todo, desc="upscale", unit="img", disable=None), 1):
-                current, ahead = ahead, (pool.submit(load, todo[i][0]) if i < len(todo) else None)
+        bar = tqdm(total=len(todo), desc="upscale", unit="img", disable=None)
+        pool = ThreadPoolExecutor(max_workers=workers + 1, thread_name_prefix="sisr-upscale")
+        if workers > 1:
+            torch.set_num_threads(1)
+        try:
+            futures = [pool.submit(job, i, src, dst) for i, (src, dst) in enumerate(todo, 1)]
+            for future in as_completed(futures):
+                bar.update(1)
                 try:
-                    info, img, prov = current.result()
-                    if info.frames > 1:
-                        tqdm.write(f"sisr upscale: note: {src}: {info.frames} frames; only the first is upscaled",
-                                   file=sys.stderr)
-                    out = upscale_array(img, net, **options)
+                    i, src, dst = future.result()
                 except SisrError as exc:
                     tqdm.write(f"sisr upscale: {exc}", file=sys.stderr)
                     failed += 1
                     continue
-                if writing is not None:
-                    finish(writing)
-                writing = pool.submit(save, i, src, dst, out, info, prov)
-            if writing is not None:
-                finish(writing)
+                done += 1
+                if lines:
+                    print(f"sisr upscale: [{i}/{len(todo)}] {src} -> {dst}", file=sys.stderr, flush=True)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # started images finish (atomic writes)
+            bar.close()
+            torch.set_num_threads(threads)
     if done:
         print(f"wrote {done} image(s) to {output}")
     if skipped:
