@@ -172,3 +172,21 @@ def test_resume_conflicts_ignore_safe_keys():
     assert resume_conflicts(a, b) == []
     c = load_config(MINIMAL, ["optim.lr=3e-4", "model.hparams={n_feats: 8}"]).to_dict()
     assert resume_conflicts(a, c) == ["model.hparams", "optim.lr"]
+
+
+def test_auto_cpu_path_compiles_long_cpu_runs_and_uses_channels_last_otherwise():
+    import torch
+
+    from sisr.training.trainer import resolve_cpu_path
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    long = load_config("defian-s", ["train.iterations=1000"])
+    assert long.train.compile is None and long.train.channels_last is None
+    assert resolve_cpu_path(long, cpu, 10**6) == (True, False)
+    assert resolve_cpu_path(long, cpu, 10**6 - 1) == (False, True)  # tiny networks: compile measured slower
+    assert resolve_cpu_path(load_config("defian-s", ["train.iterations=999"]), cpu, 10**6) == (False, True)
+    assert resolve_cpu_path(load_config("csnln", ["train.iterations=5000"]), cpu, 10**7) == (False, True)  # 0.94x
+    assert resolve_cpu_path(long, cuda, 10**6) == (False, False)
+    explicit = load_config("defian-s", ["train.iterations=5000", "train.compile=false", "train.channels_last=false"])
+    assert resolve_cpu_path(explicit, cpu, 10**6) == (False, False)
+    assert resolve_cpu_path(load_config("rcan", ["train.compile=true", "train.iterations=10"]), cpu, 1) == (True, False)

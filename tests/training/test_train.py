@@ -201,7 +201,7 @@ def test_resume_after_sigkill_gives_the_weights_of_an_uninterrupted_run(data, tm
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_after_the_iteration_with_a_checkpoint_and_exit_status_128_plus_it(data, tmp_path, signum):
-    cfg = _config(data, train={"iterations": 100000, "checkpoint_every": 1000}, val={"every": 0},
+    cfg = _config(data, train={"iterations": 100000, "checkpoint_every": 1000, "compile": False}, val={"every": 0},
                   log={"every": 5})
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))

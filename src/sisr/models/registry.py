@@ -60,6 +60,7 @@ class ModelInfo:
     input_size: str = "any H, W >= 1"
     precisions: tuple[str, ...] = ("fp32",)  # inference: only what a test with trained weights showed safe
     train_precisions: tuple[str, ...] = ("fp32",)  # mixed-precision training the architecture allows
+    cpu_train_compile: bool = True  # train.compile=auto may compile it on the CPU (measured faster)
     # official checkpoint support: state_dict -> {"scale": s, **hparams} if it is this model's layout
     from_official: Callable[[Mapping[str, torch.Tensor]], dict | None] | None = None
     official_convention: str = ""

@@ -87,8 +87,8 @@ class TrainConfig:
     seed: int = 1
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast (fp16 with a GradScaler)
-    channels_last: bool | None = None  # None: on the CPU only (training measured 1.18x-2.66x faster there)
-    compile: bool = False  # torch.compile the training forward
+    channels_last: bool | None = None  # None (auto): on the CPU when not compiling
+    compile: bool | None = None  # torch.compile the training forward; None (auto): CPU, >= 1000 its, >= 1 M params
     ema: float | None = None  # decay of an exponential moving average of the weights (e.g. 0.999)
     grad_clip: float | None = None  # max global L2 norm of the gradients
     max_nonfinite: int = 10  # consecutive non-finite losses (skipped steps) before the run stops
