@@ -11,6 +11,9 @@ import os
 
 # Idle OpenMP workers spin by default; with 2 cores that slows tests ~7x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# in-process CLI calls must not retune this process's allocator (RSS-based memory tests); tests/utils/test_malloc.py
+# checks the tuning in a child process
+os.environ.setdefault("SISR_MALLOC", "default")
 
 import atexit  # noqa: E402
 import shutil  # noqa: E402

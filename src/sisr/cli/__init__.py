@@ -9,7 +9,8 @@ Every command takes ``--threads N`` (torch CPU threads). Unless the user set
 ``OMP_WAIT_POLICY``, it is set to ``PASSIVE`` before torch is imported: with
 the default active spinning, OpenMP workers on a busy 2-core machine burn the
 cores other processes need (a tiny EDSR trained ~10x slower). glibc keeps freed
-memory for reuse (``sisr.utils.malloc``; ``SISR_MALLOC=default`` leaves it alone).
+memory for reuse (``sisr.utils.malloc``; ``SISR_MALLOC=default`` leaves it alone), except in
+``sisr profile``, whose CPU peak memory is a growth of the resident set.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, help_ = COMMANDS[name]
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when torch loads
-    keep_freed_memory()
     module = importlib.import_module(module_name)
+    if getattr(module, "KEEP_FREED_MEMORY", True):  # profile measures RSS growth: it keeps glibc's defaults
+        keep_freed_memory()
     parser = argparse.ArgumentParser(prog=f"sisr {name}", description=help_)
     module.add_arguments(parser)
     own_threads = "--threads" in parser._option_string_actions  # profile: threads of its measurements

@@ -11,6 +11,8 @@ import argparse
 
 from .arguments import command_line
 
+KEEP_FREED_MEMORY = False  # peak memory on the CPU is a growth of the resident set (sisr.utils.malloc)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", required=True, metavar="A,B,...",
