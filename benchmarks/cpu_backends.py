@@ -33,17 +33,10 @@ import warnings
 from pathlib import Path
 
 import torch
+from train_throughput import native_cpu_bf16  # benchmarks/ is the script's folder
 
 VARIANTS = ("eager", "auto", "bf16", "torch.compile", "compile", "onnxruntime")
 MODELS = ("edsr-baseline", "edsr", "rcan", "defian-s", "defian-l", "cran", "eacrn", "csnln")
-
-
-def has_bf16_instructions() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def bench_model(name: str, args, work: Path) -> dict:
@@ -66,7 +59,7 @@ def bench_model(name: str, args, work: Path) -> dict:
         elif v == "bf16":
             if "bf16" not in sisr.get_info(name).precisions:
                 skipped[v] = "bf16 not declared for this model"
-            elif not has_bf16_instructions():
+            elif not native_cpu_bf16():
                 skipped[v] = "no bf16 instructions on this CPU"
             else:
                 calls[v] = lambda: run(net, x, precision="bf16")
@@ -159,7 +152,7 @@ def main(argv=None) -> int:
 
     atomic_write_text(out, json.dumps(dict(scale=args.scale, size=args.size, csnln_size=args.csnln_size,
                                            threads=threads, repeats=args.repeats, rows=rows,
-                                           bf16_instructions=has_bf16_instructions(),
+                                           bf16_instructions=native_cpu_bf16(),
                                            torch=torch.__version__), indent=1), overwrite=True)
     print(f"\nwrote {out}")
     return 0

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .export import INSTALL_HINT, OutputExistsError, _label, _onnxruntime, _root_message, export_onnx
 
 BACKENDS = ("auto", "eager", "compile", "onnxruntime")
 _MAX_SIDE = 16384
@@ -107,22 +108,27 @@ def check(backend: str, device: torch.device, dtype: torch.dtype | None, compile
     if backend == "onnxruntime":
         if device.type != "cpu":
             raise ConfigError("backend onnxruntime runs on the CPU; use --device cpu or another backend")
-        from .export import INSTALL_HINT, _onnxruntime
-
         if _onnxruntime() is None:
             raise ConfigError(f"backend onnxruntime needs the package onnxruntime; install with: {INSTALL_HINT}")
     return backend
 
 
+_CACHED = {"compile": ("aoti", "compiled", ".pt2"), "onnxruntime": ("onnx", "onnx", ".onnx")}
+
+
+def _cache_entry(model: nn.Module, backend: str) -> tuple[str, Path]:
+    """``(key, path)`` of the cached package (``compile``) or graph (``onnxruntime``) of ``model``."""
+    kind, folder, suffix = _CACHED[backend]
+    key = model_key(model, kind)
+    return key, cache_dir() / folder / f"{key}{suffix}"
+
+
 def cached_file(model: nn.Module, backend: str, device: torch.device) -> tuple[Path, bool] | None:
     """``(path, exists)`` of the cached package or graph ``backend`` uses for ``model``; None if it uses none."""
-    if backend == "onnxruntime":
-        path = cache_dir() / "onnx" / f"{model_key(model, 'onnx')}.onnx"
-    elif backend == "compile" and device.type == "cpu":
-        path = cache_dir() / "compiled" / f"{model_key(model, 'aoti')}.pt2"
-    else:
-        return None
-    return path, path.exists()
+    if backend == "onnxruntime" or (backend == "compile" and device.type == "cpu"):
+        path = _cache_entry(model, backend)[1]
+        return path, path.exists()
+    return None
 
 
 def _has_convolutions(model: nn.Module) -> bool:
@@ -138,31 +144,18 @@ def _torch_compiled(model: nn.Module) -> Callable:
     return fn
 
 
-def _label(model: nn.Module) -> str:
-    spec = getattr(model, "sisr_spec", None)
-    return f"{spec.name} x{spec.scale}" if spec is not None else type(model).__name__
-
-
-def _root(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
 def _aoti_package(model: nn.Module) -> Callable:
     """The cached AOTInductor package of ``model`` (built now when missing), loaded once per module."""
-    key = model_key(model, "aoti")
+    key, path = _cache_entry(model, "compile")
     loaded = model.__dict__.get("_sisr_aoti")
     if loaded is not None and loaded[0] == key:
         return loaded[1]
-    path = cache_dir() / "compiled" / f"{key}.pt2"
     if not path.exists():
         _build_package(model, path)
     try:
         fn = torch._inductor.aoti_load_package(str(path))
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign package: say which file
-        raise ConfigError(f"{path}: cannot load the compiled package ({_root(exc)}); delete it to rebuild") from None
+        raise ConfigError(f"{path}: cannot load the compiled package ({_root_message(exc)}); delete it to rebuild") from None
     object.__setattr__(model, "_sisr_aoti", (key, fn))
     return fn
 
@@ -193,7 +186,7 @@ def _build_package(model: nn.Module, path: Path) -> None:
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - export and inductor raise many types; report the root in one line
-        raise ConfigError(f"{label}: cannot be compiled with dynamic input sizes ({_root(exc)}); "
+        raise ConfigError(f"{label}: cannot be compiled with dynamic input sizes ({_root_message(exc)}); "
                           f"use --backend eager") from None
     finally:
         model.train(was_training)
@@ -201,14 +194,11 @@ def _build_package(model: nn.Module, path: Path) -> None:
 
 def _onnx_session(model: nn.Module) -> Callable:
     """An ONNX Runtime session on the cached export of ``model`` (exported and checked now when missing)."""
-    from .export import OutputExistsError, _onnxruntime, export_onnx
-
     ort = _onnxruntime()
-    key = model_key(model, "onnx")
+    key, path = _cache_entry(model, "onnxruntime")
     loaded = model.__dict__.get("_sisr_onnx")
     if loaded is not None and loaded[0] == key and loaded[2] == torch.get_num_threads():
         return loaded[1]
-    path = cache_dir() / "onnx" / f"{key}.onnx"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OutputExistsError):  # another process exported the same key first
@@ -219,7 +209,7 @@ def _onnx_session(model: nn.Module) -> Callable:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"{path}: onnxruntime cannot load it ({_root(exc)}); delete it to re-export") from None
+        raise ConfigError(f"{path}: onnxruntime cannot load it ({_root_message(exc)}); delete it to re-export") from None
     name = session.get_inputs()[0].name
 
     def fn(x: torch.Tensor) -> torch.Tensor:

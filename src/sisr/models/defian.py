@@ -114,8 +114,8 @@ class MSHF(nn.Module):
         The eigenvalue is ``(t + sqrt(d^2 + e^2)) / 2`` with ``t = fxx + fyy``, ``d = fxx - fyy``
         and ``e = 2 fxy``; all three are linear in ``x``, so each is one depthwise conv with the
         combined kernels and biases (``w_xx + w_yy``, ``w_xx - w_yy``, ``2 w_xy``), and the root is
-        ``hypot`` without gradients (``sqrt`` in ONNX graphs). Equal to ``forward`` up to float rounding; about a dozen
-        elementwise passes become three.
+        ``hypot`` without gradients (``sqrt`` in ONNX graphs). Equal to ``forward`` up to float
+        rounding; about a dozen elementwise passes become three.
         """
         xx, yy, xy = self.grad_xx, self.grad_yy, self.grad_xy
         c = xx.weight.shape[0]
