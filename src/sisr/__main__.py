@@ -1,3 +1,3 @@
-from sisr.cli import main
+from sisr.cli import entry
 
-raise SystemExit(main())
+entry()

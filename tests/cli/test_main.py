@@ -32,15 +32,18 @@ def test_every_command_takes_threads(name, capsys):
     assert "--threads N" in capsys.readouterr().out
 
 
-def test_passive_wait_policy_is_set_before_torch_loads_unless_the_user_chose():
+def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose():
     code = ("import os, sys; from sisr.cli import main; main(['models']); "
-            "print('torch-before' if 'torch' in sys.modules else '', os.environ['OMP_WAIT_POLICY'], file=sys.stderr)")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            "print(os.environ['OMP_WAIT_POLICY'], os.environ.get('GOMP_SPINCOUNT'), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stderr.strip().endswith("PASSIVE")
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stderr.strip().endswith("ACTIVE")
+    assert out.stderr.split()[-2:] == ["PASSIVE", "10000"]  # sleeps after a short spin
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, GOMP_SPINCOUNT="7"), capture_output=True,
+                         text=True, check=True)
+    assert out.stderr.split()[-2:] == ["PASSIVE", "7"]
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), capture_output=True,
+                         text=True, check=True)
+    assert out.stderr.split()[-2:] == ["ACTIVE", "None"]
     import sisr.cli  # noqa: F401  (the import itself must not load torch)
     probe = subprocess.run([sys.executable, "-c", "import sys, sisr.cli; print('torch' in sys.modules)"],
                            capture_output=True, text=True, check=True)
@@ -57,3 +60,22 @@ def test_os_errors_are_one_line(monkeypatch, capsys):
     assert main(["models"]) == 1
     err = capsys.readouterr().err
     assert err == "sisr models: error: /root/x: Permission denied\n"
+
+
+def test_console_entry_freezes_what_the_imports_made_and_collects_after():
+    """`sisr` (entry): no cycle collection while torch loads, its objects frozen, the collector back on."""
+    code = ("import gc, sys; from sisr.cli import main; rc = main(['models'], freeze_imports=True); "
+            "print(rc, gc.isenabled(), gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rc, enabled, frozen = out.stdout.split()[-3:]
+    assert (rc, enabled) == ("0", "True") and int(frozen) > 100_000  # torch alone makes ~165,000
+    out = subprocess.run([sys.executable, "-m", "sisr", "models"], capture_output=True, text=True)
+    assert out.returncode == 0 and "defian-s" in out.stdout
+
+
+def test_plot_does_not_load_torch():
+    """The console entry imports torch before run() for every command but plot, which needs none."""
+    code = ("import sys; from sisr.cli import main; main(['plot', 'nowhere'], freeze_imports=True); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

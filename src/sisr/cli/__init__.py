@@ -6,16 +6,24 @@ Errors caused by the user's input (``SisrError``) and file-system failures
 (``OSError``) are printed as one line.
 
 Every command takes ``--threads N`` (torch CPU threads). Unless the user set
-``OMP_WAIT_POLICY``, it is set to ``PASSIVE`` before torch is imported: with
-the default active spinning, OpenMP workers on a busy 2-core machine burn the
-cores other processes need (a tiny EDSR trained ~10x slower). glibc keeps freed
+``OMP_WAIT_POLICY``, it is set to ``PASSIVE`` before torch is imported, with
+``GOMP_SPINCOUNT=10000`` (unless set): libgomp's default spins about 3 ms for
+work, which on a 2-core machine shared with other processes cost 8-15x; not
+spinning at all cost 1.45x for a 96x96 image on 2 idle cores; a short spin costs
+neither (docs/performance.md, "OpenMP waiting"). glibc keeps freed
 memory for reuse (``sisr.utils.malloc``; ``SISR_MALLOC=default`` leaves it alone), except in
 ``sisr profile``, whose CPU peak memory is a growth of the resident set.
+
+The ``sisr`` command itself (console script, ``python -m sisr``) is :func:`entry`: ``main`` with
+Python's cycle collector off while the command's imports run, and what they made frozen after
+(``gc.freeze``). Importing torch makes about 165,000 objects, which every full collection walks
+again, while they are made and once more at exit: 0.3 s of a 1.2 s start (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -24,6 +32,8 @@ from ..utils.malloc import keep_freed_memory
 
 from .. import __version__
 from ..errors import SisrError
+
+OMP_SPIN_COUNT = "10000"  # libgomp spins before it sleeps (its default with no policy set: 300000)
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,7 +59,15 @@ def _top_level_help() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry() -> None:
+    """The ``sisr`` command: :func:`main` with a quicker start and exit (module docstring)."""
+    raise SystemExit(main(freeze_imports=True))
+
+
+def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
+    """Run one command; ``freeze_imports``: collector off during imports, their objects frozen (one process)."""
+    if freeze_imports:
+        gc.disable()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_top_level_help())
@@ -62,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sisr: error: unknown command '{name}'\n\n{_top_level_help()}", file=sys.stderr)
         return 2
     module_name, help_ = COMMANDS[name]
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when torch loads
+    if "OMP_WAIT_POLICY" not in os.environ:  # read by OpenMP when torch loads; the user's choice wins
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # LLVM/Intel OpenMP (macOS wheels): sleep at once
+        os.environ.setdefault("GOMP_SPINCOUNT", OMP_SPIN_COUNT)  # libgomp (Linux wheels): spin briefly first
     module = importlib.import_module(module_name)
     if getattr(module, "KEEP_FREED_MEMORY", True):  # profile measures RSS growth: it keeps glibc's defaults
         keep_freed_memory()
@@ -74,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                             help="torch CPU threads (default: torch's choice, the number of cores)")
     parse = parser.parse_intermixed_args if getattr(module, "INTERMIXED_ARGS", False) else parser.parse_args
     args = parse(argv[1:])
+    if freeze_imports:
+        if getattr(module, "USES_TORCH", True):
+            import torch  # noqa: F401 - the command's run() imports it: made here, it is frozen with the rest
+        gc.freeze()  # never walked again: these objects live until exit anyway
+        gc.enable()
     try:
         if not own_threads and args.threads:
             import torch

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+USES_TORCH = False  # sisr.cli.main imports torch before run() for every other command
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run directories")

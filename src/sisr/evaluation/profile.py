@@ -292,7 +292,7 @@ def _environment(dev: torch.device) -> dict[str, Any]:
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
         "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
         "device": str(dev),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
     }
     env["device_name"] = device_name(dev)
     if dev.type == "cuda":
