@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -160,6 +161,17 @@ def test_compile_backend_builds_one_cached_package_within_one_grey_level(tmp_pat
     assert (out2 - run(fresh, _x(24, 12), backend="eager")).abs().max() < 1 / 255
     assert packages[0].stat().st_mtime_ns == stamp and len(list((tmp_path / "compiled").glob("*.pt2"))) == 1
     assert set(model.state_dict()) == set(keys)
+    # a later process loads the package without importing inductor (seconds of start-up)
+    code = ("import sys, torch, sisr; from sisr.inference.forward import run; torch.manual_seed(0); "
+            "m = sisr.create_model('edsr-baseline', scale=2, **sisr.get_info('edsr-baseline').tiny).eval(); "
+            "x = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(0)); "
+            "d = (run(m, x, backend='compile') - run(m, x, backend='eager')).abs().max().item(); "
+            "print(d, 'torch._inductor' in sys.modules)")
+    env = dict(os.environ, SISR_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    diff, inductor = out.stdout.split()[-2:]
+    assert float(diff) < 1 / 255 and inductor == "False", out.stderr[-500:]
+    assert packages[0].stat().st_mtime_ns == stamp
 
 
 def test_onnxruntime_backend_within_one_grey_level(tmp_path, monkeypatch):
