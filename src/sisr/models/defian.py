@@ -32,7 +32,8 @@ Choices and deviations (docs/models/defian.md has the reasons):
   float32 (squares of features overflow fp16).
 * Speed, same values up to float rounding: the channel mean of the Hessian eigenvalue is computed
   from combined depthwise kernels (``MSHF.channel_mean``), the DAC variance in two passes instead of
-  ``torch.var``, residual gates with ``addcmul`` (DeFiAN-S x2 eager CPU 1.26x faster, 0.0003/255).
+  ``torch.var``, residual gates with ``addcmul`` (DeFiAN-S x2 eager CPU 1.26x faster, 0.0003/255);
+  without gradients the eigenvalue root and the RCAB gate are computed in place (1.05x more).
 * x8 uses three x2 sub-pixel stages, as the authors' upsampler would build; no official
   x8 weights or paper figures exist.
 """
@@ -114,8 +115,8 @@ class MSHF(nn.Module):
         The eigenvalue is ``(t + sqrt(d^2 + e^2)) / 2`` with ``t = fxx + fyy``, ``d = fxx - fyy``
         and ``e = 2 fxy``; all three are linear in ``x``, so each is one depthwise conv with the
         combined kernels and biases (``w_xx + w_yy``, ``w_xx - w_yy``, ``2 w_xy``), and the root is
-        ``hypot`` without gradients (``sqrt`` in ONNX graphs). Equal to ``forward`` up to float
-        rounding; about a dozen elementwise passes become three.
+        computed in place without gradients. Equal to ``forward`` up to float rounding; about a dozen
+        elementwise passes become three.
         """
         xx, yy, xy = self.grad_xx, self.grad_yy, self.grad_xy
         c = xx.weight.shape[0]
@@ -129,10 +130,8 @@ class MSHF(nn.Module):
         e = conv(2 * xy.weight, 2 * xy.bias)
         if torch.is_grad_enabled():
             root = sqrt_zero_safe(d * d + e * e)
-        elif torch.onnx.is_in_onnx_export():  # ONNX has no hypot
-            root = (d * d + e * e).sqrt()
-        else:
-            root = torch.hypot(d, e)
+        else:  # no graph to keep: in place on this call's temporaries (faster than hypot, 1.4x measured)
+            root = d.mul_(d).addcmul_(e, e).sqrt_()
         return (t.mean(dim=1, keepdim=True) + root.mean(dim=1, keepdim=True)) / 2
 
 
@@ -155,7 +154,9 @@ class RCABlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residue = self.block(x)
-        return torch.addcmul(x, residue, self.calayer(F.adaptive_avg_pool2d(residue, 1)))
+        gate = self.calayer(F.adaptive_avg_pool2d(residue, 1))
+        # without gradients the result goes into ``residue`` (this call's own map): one map less to fill
+        return torch.addcmul(x, residue, gate, out=None if torch.is_grad_enabled() else residue)
 
 
 class DiEnDec(nn.Module):
