@@ -185,3 +185,18 @@ def test_onnxruntime_backend_within_one_grey_level(tmp_path, monkeypatch):
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
     assert (run(model, _x(), backend="onnxruntime", self_ensemble=True)
             - run(model, _x(), backend="eager", self_ensemble=True)).abs().max() < 1 / 255
+
+
+def test_compile_backend_refuses_a_package_that_differs_from_eager(tmp_path, monkeypatch):
+    """A package with a size baked in (CRAN's did: 128x128 out for any input) is an error, and not cached."""
+    pytest.importorskip("torch._inductor")
+    from sisr.errors import ConfigError
+    from sisr.inference import backends
+
+    monkeypatch.setenv("SISR_CACHE_DIR", str(tmp_path))
+    real = backends._load_package
+    monkeypatch.setattr(backends, "_load_package", lambda path: (lambda x, fn=real(path): fn(x)[..., :8]))
+    with pytest.raises(ConfigError, match=r"the compiled package gives shape 2x3x34x8 on a 2x3x17x13 input, "
+                                          r"PyTorch 2x3x34x26.*use --backend eager"):
+        run(_tiny(), _x(), backend="compile")
+    assert not list((tmp_path / "compiled").glob("*"))

@@ -9,8 +9,9 @@
   a cold compile costs 30 s or more, more than a typical job saves. ``run`` converts the
   module for the call and back afterwards (the caller's module keeps its layout).
 * ``"compile"``: on the CPU an AOTInductor package (``torch.export`` with dynamic batch, height
-  and width, inductor freezing), built once per network, weights and torch version and cached in
-  ``<cache>/compiled/<key>.pt2``; later runs load it in milliseconds. On a GPU ``torch.compile``.
+  and width, inductor freezing), built once per network, weights and torch version, checked against
+  eager at two other input sizes (a size baked into the graph is an error, not a wrong output) and
+  cached in ``<cache>/compiled/<key>.pt2``; later runs load it in milliseconds. On a GPU ``torch.compile``.
 * ``"onnxruntime"``: the graph of :func:`sisr.inference.export.export_onnx` (checked against
   PyTorch when exported), cached in ``<cache>/onnx/<key>.onnx``, run by ONNX Runtime on the CPU
   (optional extra ``sisr[onnx]``).
@@ -37,7 +38,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .export import INSTALL_HINT, OutputExistsError, _label, _onnxruntime, _root_message, export_onnx
+from .export import (CHECK_SHAPES, INSTALL_HINT, ExportError, OutputExistsError, _label, _onnxruntime, _root_message,
+                     compare_outputs, export_onnx)
 
 BACKENDS = ("auto", "eager", "compile", "onnxruntime")
 _MAX_SIDE = 16384
@@ -78,6 +80,7 @@ def model_key(model: nn.Module, kind: str) -> str:
     return h.hexdigest()[:24]
 
 
+COMPILE_TOLERANCE = 1e-3  # max |package - eager| on outputs in [0, 1] when a package is built (1/4 grey level)
 AUTO_CHANNELS_LAST_MIN_PIXELS = 64 * 64  # below, channels_last measured no faster (break-even ~48x48)
 
 
@@ -192,12 +195,17 @@ def _build_package(model: nn.Module, path: Path) -> None:
         os.close(fd)
         try:
             torch._inductor.aoti_compile_and_package(program, package_path=tmp, inductor_configs={"freezing": True})
+            fn = _load_package(Path(tmp))  # checked at other sizes: a size baked into the graph must not pass
+            compare_outputs(lambda x: fn(x).numpy(), model, CHECK_SHAPES, torch.device("cpu"),
+                            torch.Generator().manual_seed(0), COMPILE_TOLERANCE, label, what="the compiled package")
             os.replace(tmp, path)  # another process may have built the same key meanwhile: same content
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
     except ConfigError:
         raise
+    except ExportError as exc:
+        raise ConfigError(f"{exc}; use --backend eager") from None
     except Exception as exc:  # noqa: BLE001 - export and inductor raise many types; report the root in one line
         raise ConfigError(f"{label}: cannot be compiled with dynamic input sizes ({_root_message(exc)}); "
                           f"use --backend eager") from None

@@ -26,7 +26,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -161,22 +161,24 @@ def _random(shape: Sequence[int], generator: torch.Generator, device: torch.devi
     return torch.rand(*shape, generator=generator).to(device)
 
 
-def _compare(session, model: torch.nn.Module, shapes: Sequence[Sequence[int]], device: torch.device,
-             generator: torch.Generator, tolerance: float, label: str) -> float:
-    """Max |ONNX - PyTorch| over ``shapes``; ``ExportError`` when a run fails or exceeds ``tolerance``."""
+def compare_outputs(fn: Callable[[torch.Tensor], np.ndarray], model: torch.nn.Module,
+                    shapes: Sequence[Sequence[int]], device: torch.device, generator: torch.Generator,
+                    tolerance: float, label: str, what: str = "the exported graph") -> float:
+    """Max |fn(x) - model(x)| over random inputs of ``shapes``; ``ExportError`` when a run fails, gives
+    another shape or exceeds ``tolerance``. ``what`` names ``fn`` in the messages."""
     worst = 0.0
     for shape in shapes:
         x = _random(shape, generator, device)
         size = "x".join(map(str, shape))
         with torch.no_grad():
             ref = model(x).float().cpu().numpy()
-        try:
-            out = session.run([OUTPUT_NAME], {INPUT_NAME: x.cpu().numpy()})[0]
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ExportError(f"{label}: the exported graph does not run on a {size} input "
-                              f"({_root_message(exc)}); nothing written") from None
+            try:
+                out = fn(x)
+            except Exception as exc:  # onnxruntime and compiled packages raise their own exception types
+                raise ExportError(f"{label}: {what} does not run on a {size} input "
+                                  f"({_root_message(exc)}); nothing written") from None
         if out.shape != ref.shape:
-            raise ExportError(f"{label}: the exported graph gives shape {'x'.join(map(str, out.shape))} on a {size} "
+            raise ExportError(f"{label}: {what} gives shape {'x'.join(map(str, out.shape))} on a {size} "
                               f"input, PyTorch {'x'.join(map(str, ref.shape))}; nothing written")
         diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
         same_nan = np.isnan(out) & np.isnan(ref)
@@ -184,7 +186,7 @@ def _compare(session, model: torch.nn.Module, shapes: Sequence[Sequence[int]], d
         diff[np.isnan(diff)] = np.inf
         err = float(diff.max()) if diff.size else 0.0
         if not err <= tolerance:
-            raise ExportError(f"{label}: the exported graph differs from PyTorch by {err:.3g} (> {tolerance:g}) on a "
+            raise ExportError(f"{label}: {what} differs from PyTorch by {err:.3g} (> {tolerance:g}) on a "
                               f"{size} input; nothing written")
         worst = max(worst, err)
     return worst
@@ -259,7 +261,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int |
             except Exception as exc:
                 raise ExportError(f"{label}: onnxruntime cannot load the exported graph ({_root_message(exc)}); "
                                   f"nothing written") from None
-            max_diff = _compare(session, model, CHECK_SHAPES, device, generator, tolerance, label)
+            max_diff = compare_outputs(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.cpu().numpy()})[0],
+                                       model, CHECK_SHAPES, device, generator, tolerance, label)
         elif verify is None:
             warnings.warn(f"{path}: not checked against PyTorch (onnxruntime is not installed; {INSTALL_HINT})",
                           stacklevel=2)
