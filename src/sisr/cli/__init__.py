@@ -8,7 +8,7 @@ Errors caused by the user's input (``SisrError``) and file-system failures
 Every command takes ``--threads N`` (torch CPU threads). Unless the user set
 ``OMP_WAIT_POLICY``, it is set to ``PASSIVE`` before torch is imported, with
 ``GOMP_SPINCOUNT=10000`` (unless set): libgomp's default spins about 3 ms for
-work, which on a 2-core machine shared with other processes cost 8-15x; not
+work, which on a 2-core machine shared with other processes cost 2.7-8x; not
 spinning at all cost 1.45x for a 96x96 image on 2 idle cores; a short spin costs
 neither (docs/performance.md, "OpenMP waiting"). glibc keeps freed
 memory for reuse (``sisr.utils.malloc``; ``SISR_MALLOC=default`` leaves it alone), except in
