@@ -180,8 +180,6 @@ class Validator:
 
 
 AUTO_COMPILE_MIN_ITERATIONS = 1000  # a CPU compile (14-208 s measured) is repaid within ~150 iterations
-
-
 AUTO_COMPILE_MIN_PARAMETERS = 1_000_000  # a tiny EDSR baseline ran 0.32x compiled; every full recipe >= 1.03 M
 
 
