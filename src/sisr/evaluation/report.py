@@ -43,7 +43,7 @@ from ..data.benchmark import BenchmarkSet, DatasetError, default_roots, find_roo
 from ..data.io import image_to_tensor, tensor_to_image
 from ..errors import ConfigError, ModelError, WeightsError
 from ..metrics import CONVENTION, psnr, rgb_to_y
-from ..models.registry import MODULES
+from ..models.registry import is_model_name, list_models
 from ..utils.device import resolve_device
 from ..utils.fs import OutputExistsError, atomic_write_text, slug
 from ..utils.plot import bar_chart, font, save_png
@@ -235,14 +235,14 @@ def _load_models(models, weights: Mapping[str, str | os.PathLike], scale: int,
             given = str(src)
             key = given.lower()
             wfile = next((str(v) for k, v in weights.items() if k.lower() == key), None)
-            if key in MODULES:
+            if is_model_name(key):
                 label = key
             elif Path(given).is_file():
                 label = file_label(given)
             elif Path(given).suffix or "/" in given or os.sep in given:
                 raise WeightsError(f"{given}: no such weights file")
             else:
-                raise ModelError(f"unknown model '{given}'; models: {', '.join(MODULES)} (or a weights file)")
+                raise ModelError(f"unknown model '{given}'; models: {', '.join(list_models())} (or a weights file)")
             net = load_model(given, scale, weights=wfile, device=dev)
         base, n = label, 2
         while label in labels:

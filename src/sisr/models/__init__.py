@@ -13,8 +13,9 @@ from .registry import (
     has_parameters,
     create_model,
     get_info,
+    is_model_name,
     list_models,
     model_infos,
 )
 
-__all__ = ["ModelInfo", "ModelSpec", "count_parameters", "create_model", "has_parameters", "get_info", "list_models", "model_infos"]
+__all__ = ["ModelInfo", "ModelSpec", "count_parameters", "create_model", "has_parameters", "get_info", "is_model_name", "list_models", "model_infos"]

@@ -8,6 +8,7 @@ mutable state: ``create_model`` builds a fresh network every call.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -17,18 +18,23 @@ import torch
 
 from ..errors import ModelError
 
-# registry name -> module under sisr.models that declares it
-MODULES: dict[str, str] = {
-    "bicubic": "bicubic",
-    "edsr-baseline": "edsr",
-    "edsr": "edsr",
-    "rcan": "rcan",
-    "csnln": "csnln",
-    "defian-s": "defian",
-    "defian-l": "defian",
-    "cran": "cran",
-    "eacrn": "eacrn",
-}
+# Modules under sisr.models whose ``MODELS`` lists are the registry, in display order. A model file
+# declares its entries (and variants) next to its network code; nothing else lists model names.
+MODEL_MODULES: tuple[str, ...] = ("bicubic", "edsr", "rcan", "csnln", "defian", "cran", "eacrn")
+
+
+@functools.lru_cache(maxsize=None)
+def _entries() -> dict[str, "ModelInfo"]:
+    """Every declared entry, by name (each model module imported once)."""
+    entries: dict[str, ModelInfo] = {}
+    for module_name in MODEL_MODULES:
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        for info in module.MODELS:
+            if info.name in entries:
+                raise RuntimeError(f"model '{info.name}' is declared twice (sisr.models.{module_name})")
+            entries[info.name] = info
+    return entries
+
 
 # Tiling behaviour: how splitting an image into overlapping tiles changes the output.
 TILING_LOCAL = "local"  # output depends on a bounded neighbourhood: tiles with enough overlap match exactly
@@ -105,23 +111,25 @@ class ModelSpec:
 
 def get_info(name: str) -> ModelInfo:
     """Metadata of a registry entry; ``ModelError`` for unknown names."""
-    key = name.lower()
-    if key not in MODULES:
-        raise ModelError(f"unknown model '{name}'; available: {', '.join(MODULES)}")
-    module = importlib.import_module(f"{__package__}.{MODULES[key]}")
-    for info in module.MODELS:
-        if info.name == key:
-            return info
-    raise RuntimeError(f"sisr.models.{MODULES[key]} does not declare '{key}'")
+    entries = _entries()
+    key = str(name).lower()
+    if key not in entries:
+        raise ModelError(f"unknown model '{name}'; available: {', '.join(entries)}")
+    return entries[key]
+
+
+def is_model_name(name: object) -> bool:
+    """Whether ``name`` (any case) is a registry name."""
+    return isinstance(name, str) and name.lower() in _entries()
 
 
 def list_models() -> list[str]:
     """Registry names, in a stable order."""
-    return list(MODULES)
+    return list(_entries())
 
 
 def model_infos() -> list[ModelInfo]:
-    return [get_info(n) for n in MODULES]
+    return list(_entries().values())
 
 
 def create_model(name: str, scale: int = 2, **overrides: Any) -> torch.nn.Module:

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import WeightsError
 from ..models import create_model, get_info, has_parameters
-from ..models.registry import MODULES
+from ..models.registry import is_model_name as _is_registry_name, list_models
 from ..utils.device import resolve_device
 from . import FORMAT, load_weights, read_metadata
 from .official import is_safetensors, load_official, load_strict
@@ -30,7 +30,7 @@ __all__ = ["load_model", "pretrained_path", "available_pretrained", "is_model_na
 
 def is_model_name(name: str | os.PathLike) -> bool:
     """True if ``name`` is a registry name (case-insensitive)."""
-    return str(name).lower() in MODULES
+    return _is_registry_name(str(name))
 
 
 def load_model(name_or_path: str | os.PathLike, scale: int | None = None, *,
@@ -47,7 +47,7 @@ def load_model(name_or_path: str | os.PathLike, scale: int | None = None, *,
     key = str(name_or_path)
     if not is_model_name(key):
         if weights is not None:
-            raise WeightsError(f"'{key}' is not a model name ({', '.join(MODULES)}), and weights= was given too")
+            raise WeightsError(f"'{key}' is not a model name ({', '.join(list_models())}), and weights= was given too")
         return _load_file(Path(key), scale).to(dev).eval()
     info = get_info(key)
     if weights is not None:
@@ -65,7 +65,7 @@ def load_model(name_or_path: str | os.PathLike, scale: int | None = None, *,
 def _load_file(path: Path, scale: int | None, expect: str | None = None) -> torch.nn.Module:
     if not path.is_file():
         if path.suffix == "" and os.sep not in str(path):
-            raise WeightsError(f"unknown model '{path}' and no such weights file; models: {', '.join(MODULES)}")
+            raise WeightsError(f"unknown model '{path}' and no such weights file; models: {', '.join(list_models())}")
         raise WeightsError(f"{path}: no such weights file")
     if is_safetensors(path) and read_metadata(path).get("format") == FORMAT:
         return _load_sisr(path, scale, expect)

@@ -120,9 +120,9 @@ def unwrap_state_dict(obj: Any, source: str | os.PathLike = "checkpoint") -> dic
 
 
 def _candidates(only: str | None):
-    from ..models.registry import MODULES, get_info
+    from ..models.registry import get_info, list_models
 
-    names = [only.lower()] if only else list(MODULES)
+    names = [only.lower()] if only else list_models()
     infos = []
     for name in names:
         try:

@@ -24,15 +24,15 @@ def pretrained_path(name: str, scale: int) -> Path | None:
 
 def available_pretrained() -> list[tuple[str, int, Path]]:
     """``(model, scale, path)`` of every shipped weights file of a registry model, sorted."""
-    from ..models.registry import MODULES
+    from ..models.registry import is_model_name, list_models
 
     found = []
     if PRETRAINED_DIR.is_dir():
         for path in PRETRAINED_DIR.iterdir():
             m = _NAME.match(path.name)
-            if m and m["model"] in MODULES and path.is_file():
+            if m and is_model_name(m["model"]) and path.is_file():
                 found.append((m["model"], int(m["scale"]), path))
-    order = list(MODULES)
+    order = list_models()
     return sorted(found, key=lambda t: (order.index(t[0]), t[1]))
 
 
