@@ -26,18 +26,23 @@ def _sharpen_attention(model: torch.nn.Module, factor: float = 4.0) -> None:
 
 
 def _brute_force_cross_scale(module: CrossScaleAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cross-scale attention written query by query from its definition; returns (output, weights)."""
+    """The cross-scale attention written query by query from its definition; returns (output, weights).
+
+    p x p query patches of x against p x p key patches of x at 1/s (zero padding p // 2), each match
+    pasting the sp x sp value patch at its key's position; overlap-add divided by 6 p^2 / 9.
+    """
     s, k = module.scale, module.ksize
+    r, m = k // 2, s * (k // 2)
     _, _, h, w = x.shape
     embed = module.conv_assembly(x)[0]
-    match = F.pad(module.conv_match_1(x)[0], (1, 1, 1, 1))
+    match = F.pad(module.conv_match_1(x)[0], (r, r, r, r))
     ref = module.conv_match_2(F.interpolate(x, scale_factor=1 / s, mode="bilinear"))[0]
-    ref = F.pad(ref, (1, 1, 1, 1))
+    ref = F.pad(ref, (r, r, r, r))
     hk, wk = h // s, w // s
     keys = torch.stack([ref[:, g:g + k, c:c + k].flatten() for g in range(hk) for c in range(wk)])
     keys = keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-4)
-    values = F.pad(embed, (s, s, s, s))
-    out = torch.zeros(embed.shape[0], s * h + 2 * s, s * w + 2 * s)
+    values = F.pad(embed, (m, m, m, m))
+    out = torch.zeros(embed.shape[0], s * h + 2 * m, s * w + 2 * m)
     all_weights = []
     for i in range(h):
         for j in range(w):
@@ -46,13 +51,13 @@ def _brute_force_cross_scale(module: CrossScaleAttention, x: torch.Tensor) -> tu
             for idx, (g, c) in enumerate((g, c) for g in range(hk) for c in range(wk)):
                 patch = values[:, s * g:s * g + k * s, s * c:s * c + k * s]
                 out[:, s * i:s * i + k * s, s * j:s * j + k * s] += weights[idx] * patch
-    return out[None, :, s:-s, s:-s] / 6, torch.stack(all_weights)
+    return out[None, :, m:m + s * h, m:m + s * w] / (6 * k * k / 9), torch.stack(all_weights)
 
 
-@pytest.mark.parametrize("scale", [2, 3])
-def test_cross_scale_attention_matches_its_definition(scale):
+@pytest.mark.parametrize("scale,ksize", [(2, 3), (3, 3), (2, 1), (3, 1), (2, 5), (3, 5)])
+def test_cross_scale_attention_matches_its_definition(scale, ksize):
     torch.manual_seed(scale)
-    module = CrossScaleAttention(8, scale=scale)
+    module = CrossScaleAttention(8, scale=scale, ksize=ksize)
     _sharpen_attention(module)
     x = torch.randn(1, 8, 2 * scale, 3 * scale)
     with torch.no_grad():

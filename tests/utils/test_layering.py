@@ -1,6 +1,6 @@
 """The import rule of docs/architecture.md, over every import in src/sisr (module level and deferred).
 
-cli -> training / evaluation -> inference -> weights -> models -> metrics -> data -> utils -> errors;
+cli -> experiments -> training / evaluation -> inference -> weights -> models -> metrics -> data -> utils -> errors;
 imports run downwards (or within a package) only, and no modules import each other in a cycle.
 """
 
@@ -13,7 +13,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS = [["sisr.errors"], ["sisr.utils"], ["sisr.data"], ["sisr.metrics"], ["sisr.models"], ["sisr.weights"],
-          ["sisr.inference"], ["sisr.training", "sisr.evaluation"], ["sisr.cli"]]
+          ["sisr.inference"], ["sisr.training", "sisr.evaluation"], ["sisr.experiments"], ["sisr.cli"]]
 RANK = {pkg: rank for rank, pkgs in enumerate(LAYERS) for pkg in pkgs}
 
 

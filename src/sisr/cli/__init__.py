@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("sisr.cli.profile", "parameters, FLOPs, memory and runtime per model"),
     "report": ("sisr.cli.report", "HTML report with metrics and zoomed crops"),
     "export": ("sisr.cli.export", "export a model to ONNX"),
+    "experiment": ("sisr.cli.experiment", "the papers' ablation and results tables: list, run, table"),
 }
 
 

@@ -41,6 +41,13 @@ Two implementations of the attention, numerically equivalent (``attention=``):
   the fused memory-efficient kernels apply). The tail convolution is summed over the iterations
   instead of concatenating the estimates.
 
+Ablation variants (paper Tables 3-5; defaults = the authors' network; docs/models/csnln.md,
+"Ablation variants"): ``local``, ``in_scale``, ``cross_scale`` switch the SEM branches (a missing
+branch drops its term from the fusion; none at all gives the paper's baseline, a recurrent block of
+10 convolutions, ``ConvRecurrentBlock``); ``patch_size`` is the cross-scale matching patch p (odd,
+the overlap-add divided by 6 p^2 / 9); ``fusion`` is ``"mutual"`` (mutual projection), ``"add"`` or
+``"concat"``.
+
 Conventions and deviations (docs/models/csnln.md has the reasons):
 * Input/output RGB in [0, 1]; the network runs at ``rgb_range`` (1, as the official models).
 * Any input size: the authors' code needs H, W divisible by s (x2, x3) or even (x4). Inputs
@@ -69,6 +76,9 @@ from .registry import TILING_GLOBAL_ATTENTION, ModelInfo
 
 ATTENTION_MODES = ("fast", "reference")
 DEFAULT_ATTENTION_BUDGET = 64 * 2**20  # bytes of temporaries per cross-scale attention block
+OVERLAP_NORMALISER = 6.0  # the authors' divisor of the overlap-added 3x3 value patches (9 overlaps)
+FUSIONS = ("mutual", "add", "concat")  # SEM fusion (Table 5): mutual projection, addition, concatenation
+BASELINE_CONVS = 10  # conv layers of Table 3's branch-less recurrent block
 
 # scale -> (kernel, stride, padding) of the strided (de)convolutions, cross-scale factor of the attention
 _PROJECTION = {2: ((6, 2, 2), 2), 3: ((9, 3, 3), 3), 4: ((6, 2, 2), 2)}
@@ -145,17 +155,22 @@ def _cross_scale_block(queries: torch.Tensor, keys: torch.Tensor, values: torch.
 
     queries: the block's query patches (n, d*ksize^2, rows*cols); keys: scaled, normalised key
     patches (n, L, d*ksize^2); values: value patches in unfold layout (n, c*K*K, L), K = scale*ksize.
-    Returns the overlap-added value patches, (n, c, s*rows + 2s, s*cols + 2s).
+    Returns the overlap-added value patches, (n, c, s*(rows-1) + K, s*(cols-1) + K).
     """
     scores = torch.bmm(keys, queries)  # (n, L, q)
     weights = torch.softmax(scores, dim=1, dtype=torch.float32).to(values.dtype)
     patches = torch.bmm(values, weights)  # (n, c*K*K, q)
     kernel = scale * ksize
-    return F.fold(patches, (scale * rows + 2 * scale, scale * cols + 2 * scale), kernel, stride=scale)
+    return F.fold(patches, (scale * (rows - 1) + kernel, scale * (cols - 1) + kernel), kernel, stride=scale)
 
 
 class CrossScaleAttention(nn.Module):
-    """Cross-scale non-local attention: (n, c, H, W) -> (n, c, sH, sW); H, W must be multiples of s."""
+    """Cross-scale non-local attention: (n, c, H, W) -> (n, c, sH, sW); H, W must be multiples of s.
+
+    ``ksize`` is the matching patch size p (odd; the authors' 3): p x p query patches of x against
+    p x p key patches of x at 1/s, each match pasting an sp x sp value patch. The overlap-add is
+    divided by 6 p^2 / 9 (the authors' 6 at p = 3, see the module docstring).
+    """
 
     def __init__(self, channels: int = 128, reduction: int = 2, ksize: int = 3, scale: int = 2,
                  softmax_scale: float = 10.0):
@@ -163,6 +178,8 @@ class CrossScaleAttention(nn.Module):
         self.ksize = ksize
         self.scale = scale
         self.softmax_scale = softmax_scale
+        self.margin = scale * (ksize // 2)  # 'same' padding of the sp x sp value patches at stride s
+        self.normaliser = OVERLAP_NORMALISER * (ksize / 3) ** 2
         self.register_buffer("escape_NaN", torch.tensor([1e-4]))
         self.conv_match_1 = _conv_prelu(channels, channels // reduction, 1)
         self.conv_match_2 = _conv_prelu(channels, channels // reduction, 1)
@@ -198,16 +215,16 @@ class CrossScaleAttention(nn.Module):
             key = key / torch.max(norm, self.escape_NaN)
             score = F.conv2d(_same_pad(match[i:i + 1], k, 1), key)  # (1, L, H, W)
             score = F.softmax(score * self.softmax_scale, dim=1)
-            out.append(F.conv_transpose2d(score, raw[i], stride=s, padding=s) / 6.0)
+            out.append(F.conv_transpose2d(score, raw[i], stride=s, padding=self.margin) / self.normaliser)
         return torch.cat(out, dim=0)
 
     def _fast(self, embed: torch.Tensor, match: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         n, c, h, w = embed.shape
-        s, k = self.scale, self.ksize
+        s, k, m = self.scale, self.ksize, self.margin
         big = s * k
-        # TF 'same' padding of a 3s x 3s window at stride s on a multiple of s is s on every side;
-        # the authors' final / 6 is applied to the values (a pass over C*H*W instead of C*sH*sW)
-        values = F.unfold(F.pad(embed / 6.0, (s, s, s, s)), big, stride=s)  # (n, c*K*K, L)
+        # TF 'same' padding of an sp x sp window at stride s on a multiple of s is s * (p // 2) on every
+        # side; the overlap normaliser is applied to the values (a pass over C*H*W instead of C*sH*sW)
+        values = F.unfold(F.pad(embed / self.normaliser, (m, m, m, m)), big, stride=s)  # (n, c*K*K, L)
         keys = F.unfold(ref, k, padding=k // 2).float()  # (n, d*k*k, L)
         norm = torch.maximum(keys.norm(dim=1, keepdim=True), self.escape_NaN.float())
         keys = (keys * (self.softmax_scale / norm)).to(match.dtype).transpose(1, 2)  # (n, L, d*k*k)
@@ -222,7 +239,7 @@ class CrossScaleAttention(nn.Module):
         else:  # parts of one row
             rows, cols = 1, _balanced(w, most)
         train = torch.is_grad_enabled() and any(t.requires_grad for t in (keys, values, queries))
-        out = values.new_zeros(n, c, s * h + 2 * s, s * w + 2 * s)  # output with an s-pixel margin
+        out = values.new_zeros(n, c, s * h + 2 * m, s * w + 2 * m)  # output with an m-pixel margin
         for r0 in range(0, h, rows):
             r1 = min(h, r0 + rows)
             for c0 in range(0, w, cols):
@@ -233,71 +250,177 @@ class CrossScaleAttention(nn.Module):
                     folded = checkpoint(_cross_scale_block, *args, use_reentrant=False, preserve_rng_state=False)
                 else:
                     folded = _cross_scale_block(*args)
-                out[:, :, s * r0:s * r1 + 2 * s, s * c0:s * c1 + 2 * s] += folded
-        return out[:, :, s:s + s * h, s:s + s * w]
+                out[:, :, s * r0:s * r1 + 2 * m, s * c0:s * c1 + 2 * m] += folded
+        return out[:, :, m:m + s * h, m:m + s * w]
 
 
 class MultisourceProjection(nn.Module):
-    """Mutual-projected fusion of the in-scale (deconvolved) and cross-scale attention maps."""
+    """The non-local SEM branches and their mutual projection (paper Eqs. 5-6).
 
-    def __init__(self, channels: int, kernel_size: int = 3, scale: int = 2):
+    In-scale branch F_I = deconv(NL(x)), cross-scale branch F_C = CSA(x), both at the stage's 2x/3x;
+    ``forward`` returns F_I + ResBlock(F_C - F_I) (the authors' form of conv(R_IC) + F_I), or the
+    one branch built when the other is switched off (no residual to project).
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, scale: int = 2, in_scale: bool = True,
+                 cross_scale: bool = True, patch_size: int = 3, project: bool = True):
         super().__init__()
         (kernel, stride, padding), factor = _PROJECTION[scale]
-        self.up_attention = CrossScaleAttention(channels, scale=factor)
-        self.down_attention = NonLocalAttention(channels)
-        self.upsample = _strided(channels, kernel, stride, padding, transposed=True)
-        self.encoder = ResBlock(channels, kernel_size)
+        self.in_scale, self.cross_scale = in_scale, cross_scale
+        if cross_scale:
+            self.up_attention = CrossScaleAttention(channels, ksize=patch_size, scale=factor)
+        if in_scale:
+            self.down_attention = NonLocalAttention(channels)
+            self.upsample = _strided(channels, kernel, stride, padding, transposed=True)
+        self.project = project and in_scale and cross_scale
+        if self.project:
+            self.encoder = ResBlock(channels, kernel_size)
+
+    def branches(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The HR features of the branches built, in-scale first."""
+        features = []
+        if self.in_scale:
+            features.append(self.upsample(self.down_attention(x)))
+        if self.cross_scale:
+            features.append(self.up_attention(x))
+        return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        down_map = self.upsample(self.down_attention(x))
-        return down_map + self.encoder(self.up_attention(x) - down_map)
+        features = self.branches(x)
+        if self.project:
+            down_map, up_map = features
+            return down_map + self.encoder(up_map - down_map)
+        return features[0]
 
 
 class RecurrentProjection(nn.Module):
-    """The Self-Exemplars Mining cell: returns the next LR state and the HR estimate."""
+    """The Self-Exemplars Mining cell: returns the next LR state and the HR estimate.
 
-    def __init__(self, channels: int, kernel_size: int = 3, scale: int = 2):
+    Ablation switches (paper Tables 3-5, docs/models/csnln.md): ``local``, ``in_scale``,
+    ``cross_scale`` build the SEM branches; ``fusion`` combines them per stage:
+    ``"mutual"`` (the authors'): F_IC by mutual projection, then back-projection of the local
+    branch, H = F_IC + up(x - down(F_IC)) (Eqs. 7-8); a missing non-local branch leaves the other
+    as F_IC, without the local branch H = F_IC, with the local branch alone H = up(x).
+    ``"add"`` / ``"concat"``: H = the sum / a 1x1 convolution of the concatenation of up(x), F_I, F_C.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, scale: int = 2, local: bool = True,
+                 in_scale: bool = True, cross_scale: bool = True, patch_size: int = 3, fusion: str = "mutual"):
         super().__init__()
-        self.scale = scale
+        self.scale, self.fusion = scale, fusion
         (kernel, stride, padding), _ = _PROJECTION[scale]
-        self.multi_source_projection = MultisourceProjection(channels, kernel_size, scale)
-        self.down_sample_1 = _strided(channels, kernel, stride, padding, transposed=False)
+        non_local = in_scale or cross_scale
+        msp = dict(in_scale=in_scale, cross_scale=cross_scale, patch_size=patch_size, project=fusion == "mutual")
+        back_project = local and non_local and fusion == "mutual"
+        fused = local + in_scale + cross_scale
+        # x4 with the local branch alone: H = error_encode_2(x) from the LR state, no 2x stage
+        self.first_stage = non_local or scale != 4
+        if non_local:
+            self.multi_source_projection = MultisourceProjection(channels, kernel_size, scale, **msp)
+        if back_project:
+            self.down_sample_1 = _strided(channels, kernel, stride, padding, transposed=False)
         if scale != 4:
             self.down_sample_2 = _strided(channels, kernel, stride, padding, transposed=False)
-        self.error_encode = _strided(channels, kernel, stride, padding, transposed=True)
+        if local and self.first_stage:
+            self.error_encode = _strided(channels, kernel, stride, padding, transposed=True)
         self.post_conv = _conv_prelu(channels, channels, kernel_size)
+        if fusion == "concat" and self.first_stage:
+            self.fuse = nn.Conv2d(channels * fused, channels, 1)
         if scale == 4:
-            self.multi_source_projection_2 = MultisourceProjection(channels, kernel_size, scale)
-            self.down_sample_3 = _strided(channels, *_X4_SECOND_STAGE, transposed=False)
+            if non_local:
+                self.multi_source_projection_2 = MultisourceProjection(channels, kernel_size, scale, **msp)
+            if back_project:
+                self.down_sample_3 = _strided(channels, *_X4_SECOND_STAGE, transposed=False)
             self.down_sample_4 = _strided(channels, *_X4_SECOND_STAGE, transposed=False)
-            self.error_encode_2 = _strided(channels, *_X4_SECOND_STAGE, transposed=True)
+            if local:
+                self.error_encode_2 = _strided(channels, *_X4_SECOND_STAGE, transposed=True)
+            if fusion == "concat":
+                self.fuse_2 = nn.Conv2d(channels * fused, channels, 1)
+
+    def _stage(self, features: torch.Tensor, x: torch.Tensor, suffix: str = "") -> torch.Tensor:
+        """One fusion stage: the HR estimate from the stage input ``features`` and the LR state ``x``."""
+        msp = getattr(self, "multi_source_projection" + suffix, None)
+        up = getattr(self, "error_encode" + suffix, None)
+        if self.fusion == "mutual":
+            fused = msp(features) if msp is not None else None
+            if up is None:
+                return fused
+            if fused is None:
+                return up(x)
+            down = self.down_sample_3 if suffix else self.down_sample_1
+            return fused + up(x - down(fused))
+        branches = ([up(x)] if up is not None else []) + (msp.branches(features) if msp is not None else [])
+        if self.fusion == "concat":
+            return getattr(self, "fuse" + suffix)(torch.cat(branches, dim=1))
+        out = branches[0]
+        for branch in branches[1:]:
+            out = out + branch
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x_up = self.multi_source_projection(x)
-        h = x_up + self.error_encode(x - self.down_sample_1(x_up))
+        h = self._stage(x, x) if self.first_stage else x
         if self.scale == 4:
-            x_up = self.multi_source_projection_2(h)
-            h = x_up + self.error_encode_2(x - self.down_sample_3(x_up))
+            h = self._stage(h, x, "_2")
             return self.post_conv(self.down_sample_4(h)), h
         return self.post_conv(self.down_sample_2(h)), h
+
+
+class ConvRecurrentBlock(nn.Module):
+    """Table 3's baseline cell without SEM branches: 10 conv3x3 + PReLU at LR, one stride
+    deconvolution to sH x sW (the estimate), and the two-layer output CNN (stride conv, conv3x3)."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, scale: int = 2, n_convs: int = BASELINE_CONVS):
+        super().__init__()
+        kernel, stride, padding = _X4_SECOND_STAGE if scale == 4 else _PROJECTION[scale][0]
+        self.body = nn.Sequential(*[_conv_prelu(channels, channels, kernel_size) for _ in range(n_convs)])
+        self.upsample = _strided(channels, kernel, stride, padding, transposed=True)
+        self.down_sample = _strided(channels, kernel, stride, padding, transposed=False)
+        self.post_conv = _conv_prelu(channels, channels, kernel_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.upsample(self.body(x))
+        return self.post_conv(self.down_sample(h)), h
+
+
+def _check_variant(local: bool, in_scale: bool, cross_scale: bool, patch_size: int, fusion: str) -> None:
+    """``ModelError`` for switch values no SEM cell can build."""
+    for name, value in (("local", local), ("in_scale", in_scale), ("cross_scale", cross_scale)):
+        if not isinstance(value, bool):
+            raise ModelError(f"csnln {name} (an SEM branch) must be true or false; got {value!r}")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1 or patch_size % 2 == 0:
+        raise ModelError(f"csnln patch_size (cross-scale matching patch) must be an odd size >= 1 such as 1, 3, 5; "
+                         f"got {patch_size!r}")
+    if fusion not in FUSIONS:
+        raise ModelError(f"csnln fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
+    if patch_size != 3 and not cross_scale:
+        raise ModelError("csnln patch_size sets the cross-scale attention, which cross_scale=false removes")
+    if fusion != "mutual" and local + in_scale + cross_scale < 2:
+        raise ModelError(f"csnln fusion {fusion!r} needs at least two SEM branches (local, in_scale, cross_scale)")
 
 
 class CSNLN(nn.Module):
     """Cross-scale non-local network: RGB in [0, 1], (N, 3, H, W) -> (N, 3, sH, sW)."""
 
     def __init__(self, scale: int, n_feats: int = 128, depth: int = 12, rgb_range: float = 1,
-                 n_colors: int = 3, attention: str = "fast"):
+                 n_colors: int = 3, attention: str = "fast", local: bool = True, in_scale: bool = True,
+                 cross_scale: bool = True, patch_size: int = 3, fusion: str = "mutual"):
         super().__init__()
         if scale not in _PROJECTION:
             raise ModelError(f"csnln supports scales 2, 3, 4; got {scale}")
+        _check_variant(local, in_scale, cross_scale, patch_size, fusion)
         self.scale = scale
         self.depth = depth
         self.rgb_range = rgb_range
         self.sub_mean = MeanShift(rgb_range, sign=-1)
-        self.SEM = RecurrentProjection(n_feats, 3, scale)
+        if local or in_scale or cross_scale:
+            self.SEM = RecurrentProjection(n_feats, 3, scale, local=local, in_scale=in_scale,
+                                           cross_scale=cross_scale, patch_size=patch_size, fusion=fusion)
+        else:
+            self.SEM = ConvRecurrentBlock(n_feats, 3, scale)
         self.add_mean = MeanShift(rgb_range, sign=1)
         self.head = nn.Sequential(_conv_prelu(n_colors, n_feats, 3), _conv_prelu(n_feats, n_feats, 3))
         self.tail = nn.Sequential(nn.Conv2d(n_feats * depth, n_colors, 3, padding=1))
+        self._budget = DEFAULT_ATTENTION_BUDGET
         self.attention = attention
 
     @property
@@ -317,12 +440,13 @@ class CSNLN(nn.Module):
     @property
     def attention_budget(self) -> int:
         """Bytes of temporaries one cross-scale attention block may use (fast path; at least one query)."""
-        return self.SEM.multi_source_projection.up_attention.budget
+        return self._budget
 
     @attention_budget.setter
     def attention_budget(self, nbytes: int) -> None:
         if nbytes <= 0:
             raise ModelError(f"csnln attention_budget must be a positive number of bytes; got {nbytes}")
+        self._budget = int(nbytes)
         for m in self.modules():
             if isinstance(m, CrossScaleAttention):
                 m.budget = int(nbytes)
@@ -354,8 +478,10 @@ class CSNLN(nn.Module):
 
 
 def build_csnln(scale: int, n_feats: int = 128, depth: int = 12, rgb_range: float = 1,
-                attention: str = "fast") -> CSNLN:
-    return CSNLN(scale, n_feats=n_feats, depth=depth, rgb_range=rgb_range, attention=attention)
+                attention: str = "fast", local: bool = True, in_scale: bool = True, cross_scale: bool = True,
+                patch_size: int = 3, fusion: str = "mutual") -> CSNLN:
+    return CSNLN(scale, n_feats=n_feats, depth=depth, rgb_range=rgb_range, attention=attention, local=local,
+                 in_scale=in_scale, cross_scale=cross_scale, patch_size=patch_size, fusion=fusion)
 
 
 def _official(sd: Mapping[str, torch.Tensor]) -> dict | None:
@@ -400,6 +526,7 @@ MODELS = [
         from_official=_official,
         official_convention="output = official(input): images in [0, 1] (rgb_range 1, DIV2K mean shift inside)",
         notes="attention='fast' (default, memory-bounded) or 'reference' (the authors' formulation); "
-              "the whole (padded) input is searched, so tiling changes the result",
+              "the whole (padded) input is searched, so tiling changes the result; ablation switches "
+              "local/in_scale/cross_scale, patch_size, fusion (paper Tables 3-5)",
     ),
 ]

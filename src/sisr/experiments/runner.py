@@ -1,0 +1,237 @@
+"""Run an experiment: every variant (x seeds) an ordinary ``sisr train`` run folder, then scored.
+
+Layout of an output folder ``DIR``::
+
+    DIR/experiment.json              the definition and the options of this folder (checked on rerun)
+    DIR/runs/<variant>-s<seed>/      a sisr train run folder (resumable) + result.json once scored
+    DIR/eval/result.json             evaluation tables: the scores of every row and scale
+
+Resumable: killed anywhere and run again with the same options, finished variants (``result.json``
+present) are skipped, an interrupted one resumes from its last checkpoint, and a trained but unscored
+one is only scored. Test sets are scored once, after training, on the run's selected weights; they
+never choose anything (the run's own validation set does).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import ConfigError
+from ..evaluation.protocol import evaluate
+from ..models import count_parameters, create_model
+from ..training.config import load_config
+from ..training.trainer import train
+from ..utils.fs import atomic_write_text, slug
+from .definitions import Experiment, Variant, get_experiment
+
+TINY_TRAIN = {"train.batch_size": 2, "data.patch_size": 16, "train.compile": False, "train.channels_last": False,
+              "data.workers": 0, "log.every": 1, "log.plots": False}
+
+
+@dataclass(frozen=True)
+class ExperimentOptions:
+    """How to run an experiment (everything that changes its results is part of the folder's identity)."""
+
+    iterations: int | None = None  # None: the paper's schedule; N: the schedule scaled to N updates
+    seeds: int = 1
+    tiny: bool = False
+    device: str = "auto"
+    data_root: str | None = None  # where training sets and the test sets live
+    train_sets: tuple[str, ...] = ()  # data.hr (names under data_root, or folders); () = the recipe's
+    val_set: str | None = None  # val.set (a folder or a slice such as BSD200:191-200); None = the recipe's
+    overrides: tuple[str, ...] = ()  # extra sisr train overrides for every variant
+    weights: Mapping[str, str] = field(default_factory=dict)  # evaluation tables: "model:scale" -> file
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "device"}
+
+
+def run_experiment(name: str | Experiment, out: str | os.PathLike, options: ExperimentOptions = ExperimentOptions(),
+                   *, progress: Callable[[str], None] = print) -> Path:
+    """Train and score every variant of ``name`` into ``out`` (resumable); return ``out``."""
+    exp = name if isinstance(name, Experiment) else get_experiment(name)
+    out = Path(out)
+    _claim_folder(out, exp, options)
+    if exp.kind == "evaluation":
+        _run_evaluation(exp, out, options, progress)
+        return out
+    jobs = [(v, seed) for v in exp.variants for seed in range(1, options.seeds + 1)]
+    for n, (variant, seed) in enumerate(jobs, 1):
+        run = out / "runs" / run_name(exp, variant, seed)
+        if (run / "result.json").is_file():
+            progress(f"[{n}/{len(jobs)}] {variant.label} seed {seed}: done")
+            continue
+        progress(f"[{n}/{len(jobs)}] {variant.label} seed {seed}: training ({run})")
+        start = time.perf_counter()
+        train(variant.recipe or exp.recipe, train_overrides(exp, variant, seed, options), run_dir=run)
+        _score_run(exp, variant, seed, run, options, time.perf_counter() - start)
+        progress(f"[{n}/{len(jobs)}] {variant.label} seed {seed}: scored")
+    return out
+
+
+def run_name(exp: Experiment, variant: Variant, seed: int) -> str:
+    """``<position>-<label>-s<seed>``: the position keeps labels that differ only in symbols apart."""
+    return f"{exp.variants.index(variant) + 1:02d}-{slug(variant.label)}-s{seed}"
+
+
+def _claim_folder(out: Path, exp: Experiment, options: ExperimentOptions) -> None:
+    """Write DIR/experiment.json, or check that the folder holds this experiment with these options."""
+    record = {"experiment": exp.name, "options": options.identity()}
+    path = out / "experiment.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if {k: old.get(k) for k in record} != json.loads(json.dumps(record)):
+            raise ConfigError(f"{out}: holds experiment '{old.get('experiment')}' run with other options "
+                              f"({old.get('options')}); choose another output folder")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: exists and is not an experiment folder (no experiment.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({**record, "definition": exp.summary()}, indent=2) + "\n")
+
+
+def variant_hparams(exp: Experiment, variant: Variant, tiny: bool) -> dict[str, Any]:
+    base = exp.hparams if variant.model == exp.model else {}
+    return variant.tiny_hparams(base) if tiny else dict(variant.hparams)
+
+
+def train_overrides(exp: Experiment, variant: Variant, seed: int, options: ExperimentOptions) -> list[str]:
+    """The ``sisr train`` overrides of one variant: protocol, model, data, seed, budget."""
+    items: dict[str, Any] = {**exp.train, "model.name": variant.model, "model.scale": exp.scale,
+                             "model.hparams": variant_hparams(exp, variant, options.tiny), "train.seed": seed,
+                             "train.device": options.device}
+    if options.data_root:
+        items["data.root"] = items["val.root"] = str(options.data_root)
+    if options.train_sets:
+        items["data.hr"] = list(options.train_sets)
+    if options.val_set:
+        items["val.set"] = options.val_set
+    if options.tiny:
+        items.update(TINY_TRAIN)
+    overrides = [_override(k, v) for k, v in items.items()]
+    iterations = options.iterations or (5 if options.tiny else None)
+    if iterations:
+        overrides += scaled_schedule(variant.recipe or exp.recipe, overrides, iterations)
+    return overrides + list(options.overrides)  # the user's last: they win
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value)}"  # JSON is YAML: lists, mappings, null, numbers, strings
+
+
+def scaled_schedule(recipe: str, overrides: Sequence[str], iterations: int) -> list[str]:
+    """The recipe's schedule scaled from its own length to ``iterations`` updates (milestones included)."""
+    cfg = load_config(recipe, list(overrides))
+    ratio = iterations / cfg.train.iterations
+    out = {"train.iterations": iterations, "val.every": max(1, iterations // 10),
+           "train.checkpoint_every": max(1, iterations // 20)}
+    if cfg.schedule.step:
+        out["schedule.step"] = max(1, round(cfg.schedule.step * ratio))
+    if cfg.schedule.milestones:
+        out["schedule.milestones"] = [max(1, round(m * ratio)) for m in cfg.schedule.milestones]
+    return [_override(k, v) for k, v in out.items()]
+
+
+def _score_run(exp: Experiment, variant: Variant, seed: int, run: Path, options: ExperimentOptions,
+               seconds: float) -> None:
+    weights = run / "best.safetensors"
+    if not weights.is_file():
+        weights = run / "latest.safetensors"
+    hparams = variant_hparams(exp, variant, options.tiny)
+    params = count_parameters(create_model(variant.model, scale=exp.scale, **hparams))
+    datasets = exp.datasets[:1] if options.tiny else exp.datasets
+    cfg = load_config(run / "config.yaml")
+    val_name = exp.train.get("val.set")  # a table reporting its validation set: the best validation score
+    scores = {d: best_validation(run) for d in datasets if d == val_name}
+    tests = [d for d in datasets if d != val_name]
+    if tests:
+        res = evaluate(weights, data_root=_data_root(options), datasets=tests, scales=[exp.scale],
+                       device=options.device, progress=False)
+        scores.update({s.dataset: {"psnr": s.psnr_y, "ssim": s.ssim_y} for s in res.sets})
+    result = {"experiment": exp.name, "label": variant.label, "seed": seed, "model": variant.model,
+              "scale": exp.scale, "hparams": hparams, "params": params, "iterations": cfg.train.iterations,
+              "weights": weights.name, "scores": scores, "seconds": round(seconds, 1), "tiny": options.tiny,
+              "val_set": cfg.val.set, "paper": dict(variant.paper)}
+    atomic_write_text(run / "result.json", json.dumps(result, indent=2) + "\n", overwrite=True)
+
+
+def best_validation(run: Path) -> dict[str, Any]:
+    """The best validation PSNR of a run (and its SSIM, iteration and set), from its val.csv."""
+    with open(run / "val.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ConfigError(f"{run}: no validation recorded (val.every=0?): the table reports its validation set")
+    best = max(rows, key=lambda r: float(r["psnr"]))
+    return {"psnr": float(best["psnr"]), "ssim": float(best["ssim"]), "iteration": int(best["iteration"]),
+            "set": best["set"], "validation": True}
+
+
+def _data_root(options: ExperimentOptions) -> str:
+    if options.data_root:
+        return str(options.data_root)
+    from ..data.benchmark import find_root
+
+    root = find_root(["Set5"])
+    if root is None:
+        raise ConfigError("no test sets found: give --data-root (a folder with Set5/Set14/B100)")
+    return str(root)
+
+
+def _run_evaluation(exp: Experiment, out: Path, options: ExperimentOptions, progress: Callable[[str], None]) -> None:
+    """Score every row x scale of a main results table with the given (or shipped) weights."""
+    from ..data.benchmark import list_sets
+
+    root = _data_root(options)
+    present = [d for d in exp.datasets if d in set(list_sets(root))]
+    rows = []
+    for row in exp.rows:
+        for scale in exp.scales:
+            source = _row_weights(row.model, scale, options)
+            entry = {"label": row.label, "model": row.model, "scale": scale, "self_ensemble": row.self_ensemble,
+                     "paper": {d: list(v) for d, v in row.paper.get(scale, {}).items()}, "scores": {}}
+            if source is None:
+                entry["missing"] = f"no weights for {row.model} x{scale} (give --weights {row.model}:{scale}=FILE)"
+            elif present:
+                progress(f"{row.label} x{scale}: scoring {', '.join(present)}")
+                entry["scores"], entry["unscored"] = _score_row(exp, row, scale, source, root, present, options)
+                entry["weights"] = str(source[1] or "shipped")
+            rows.append(entry)
+    result = {"experiment": exp.name, "datasets": list(exp.datasets), "present": present, "rows": rows}
+    atomic_write_text(out / "eval" / "result.json", json.dumps(result, indent=2) + "\n", overwrite=True)
+
+
+def _score_row(exp: Experiment, row, scale: int, source: tuple[str, str | None], root: str, datasets: list[str],
+               options: ExperimentOptions) -> tuple[dict, dict]:
+    """Scores per dataset; a dataset without this degradation's LR files is listed with the reason, not scored."""
+    from ..data.benchmark import DatasetError
+
+    scores, unscored = {}, {}
+    for dataset in datasets:
+        try:
+            res = evaluate(source[0], weights=source[1], data_root=root, datasets=[dataset], scales=[scale],
+                           self_ensemble=row.self_ensemble, degradation=exp.degradation, device=options.device,
+                           progress=False)
+        except DatasetError as exc:
+            unscored[dataset] = str(exc)
+            continue
+        scores[dataset] = {"psnr": res.sets[0].psnr_y, "ssim": res.sets[0].ssim_y}
+    return scores, unscored
+
+
+def _row_weights(model: str, scale: int, options: ExperimentOptions) -> tuple[str, str | None] | None:
+    """(model, weights file or None for shipped/parameter-free), or None when there are no weights."""
+    from ..models import has_parameters
+    from ..weights.pretrained import pretrained_path
+
+    if not has_parameters(model):
+        return model, None
+    given = options.weights.get(f"{model}:{scale}") or options.weights.get(str(scale))
+    if given:
+        return model, given
+    return (model, None) if pretrained_path(model, scale) is not None else None

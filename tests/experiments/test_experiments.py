@@ -1,0 +1,129 @@
+"""sisr.experiments: every table's cells build and run; every experiment runs tiny end to end and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sisr
+from sisr.cli import main
+from sisr.errors import ConfigError
+from sisr.experiments import ExperimentOptions, get_experiment, list_experiments, run_experiment, write_table
+from sisr.experiments.definitions import parse
+from sisr.experiments.table import agreement, spearman
+
+EXPERIMENTS = [e.name for e in list_experiments()]
+ABLATIONS = [e.name for e in list_experiments() if e.kind == "ablation"]
+
+
+def _images(folder, n, size, seed):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        smooth = np.kron(rng.random((size // 4, size // 4, 3)), np.ones((4, 4, 1)))  # learnable, not noise
+        Image.fromarray((smooth * 255).astype(np.uint8)).save(folder / f"im{i}.png")
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """Stand-ins for the training, validation and test sets: a few 64x64 images each (LR made by resize)."""
+    root = tmp_path_factory.mktemp("data")
+    for seed, name in enumerate(("Train", "Val", "Set5", "Set14", "B100")):
+        _images(root / name / "HR", 1 if name != "Train" else 3, 64, seed)
+    return root
+
+
+def _options(root, **kw):
+    return ExperimentOptions(tiny=True, iterations=2, device="cpu", data_root=str(root), train_sets=("Train",),
+                             val_set="Val", **kw)
+
+
+def test_list_json_lists_every_cell(capsys):
+    assert main(["experiment", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in listed] == EXPERIMENTS
+    for e in listed:
+        if e["kind"] == "ablation":
+            assert e["variants"] and all({"label", "model", "scale", "hparams", "paper"} <= set(v) for v in e["variants"])
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_every_cell_builds_and_trains_a_step(name, one_thread):
+    """Every variant at its tiny size: forward and backward on a small input, finite values."""
+    exp = get_experiment(name)
+    for v in exp.variants:
+        net = sisr.create_model(v.model, scale=exp.scale, **v.tiny_hparams(exp.hparams if v.model == exp.model else {}))
+        x = torch.rand(1, 3, 12, 12, requires_grad=False)
+        y = net(x)
+        assert y.shape == (1, 3, 12 * exp.scale, 12 * exp.scale), v.label
+        y.mean().backward()
+        assert torch.isfinite(y).all(), v.label
+        assert any(p.grad is not None for p in net.parameters()), v.label
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_runs_tiny_and_prints_its_table(name, tiny_root, tmp_path, capsys, one_thread):
+    out = tmp_path / "out"
+    args = ["experiment", "run", name, "-o", str(out), "--tiny", "--iterations", "2", "--device", "cpu",
+            "--data-root", str(tiny_root), "--train-sets", "Train", "--val-set", "Val"]
+    assert main(args) == 0
+    assert main(["experiment", "table", str(out)]) == 0
+    text = capsys.readouterr().out
+    exp = get_experiment(name)
+    labels = [v.label for v in exp.variants] or [r.label for r in exp.rows]
+    assert all(f"| {label} |" in text for label in labels)
+    for fmt in ("md", "csv", "json", "tex"):
+        assert (out / f"table.{fmt}").is_file()
+    if exp.kind == "ablation":
+        results = [json.loads(p.read_text()) for p in (out / "runs").glob("*/result.json")]
+        assert len(results) == len(exp.variants)
+        assert all(np.isfinite(r["scores"][exp.datasets[0]]["psnr"]) for r in results)
+
+
+def test_a_killed_run_resumes_without_repeating_finished_variants(tiny_root, tmp_path, one_thread):
+    exp, out = get_experiment("equal-budget"), tmp_path / "out"
+    options = _options(tiny_root)
+
+    def stop_at_second(line):
+        if line.startswith("[2/") and line.endswith("training (" + str(out / "runs" / "02-cran-s1") + ")"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(exp, out, options, progress=stop_at_second)
+    first = out / "runs" / "01-rcan-s1" / "result.json"
+    stamp = first.stat().st_mtime_ns
+    assert not (out / "runs" / "02-cran-s1" / "result.json").exists()
+    lines = []
+    run_experiment(exp, out, options, progress=lines.append)
+    assert first.stat().st_mtime_ns == stamp and lines[0] == "[1/7] rcan seed 1: done"
+    assert sum("training" in line for line in lines) == len(exp.variants) - 1
+    with pytest.raises(ConfigError, match="other options"):
+        run_experiment(exp, out, _options(tiny_root, seeds=2))
+
+
+def test_seeds_give_a_spread_and_the_ordering_is_judged_against_it():
+    rows = [{"label": "a", "paper": {"psnr": {"S": 30.0}}, "results": [{"scores": {"S": {"psnr": p}}} for p in (29.0, 29.2)]},
+            {"label": "b", "paper": {"psnr": {"S": 31.0}}, "results": [{"scores": {"S": {"psnr": p}}} for p in (29.9, 30.0)]},
+            {"label": "c", "paper": {"psnr": {"S": 32.0}}, "results": [{"scores": {"S": {"psnr": p}}} for p in (29.8, 30.3)]}]
+    a = agreement(rows, "S")
+    assert a["spread_known"] and a["variants"] == 3
+    # a<b beyond noise (0.85 > 0.2), a<c beyond (0.95 > 0.5), b<c within (0.1 < 0.5)
+    assert (a["agree_beyond_noise"], a["agree_within_noise"], a["disagree_beyond_noise"]) == (2, 1, 0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+
+
+def test_bad_definitions_are_one_line_errors():
+    with pytest.raises(ConfigError, match="kind must be"):
+        parse({"name": "x", "kind": "other", "paper": "p"}, "x.yaml")
+    with pytest.raises(ConfigError, match="no hyper-parameter"):
+        parse({"name": "x", "kind": "ablation", "paper": "p", "model": "edsr", "variants": [
+            {"label": "a", "hparams": {"bogus": 1}}]}, "x.yaml")
+    with pytest.raises(ConfigError, match="differs from the file name"):
+        parse({"name": "y", "kind": "ablation", "paper": "p", "model": "edsr", "variants": []}, "x.yaml")
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        get_experiment("no-such-table")
