@@ -30,7 +30,7 @@ def test_print_config_resolves_recipe_and_overrides(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train"], "sisr train: error: give --config CONFIG"),
-    (["train", "--config", "nope"], "sisr train: error: no config file or recipe 'nope'; recipes: cran, csnln"),
+    (["train", "--config", "nope"], "sisr train: error: no config file or recipe 'nope'; recipes: cran, cran-edsr, csnln"),
     (["train", "--config", "bicubic"], "sisr train: error: model 'bicubic' has no parameters: there is nothing to train"),
     (["train", "--config", "rcan", "optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'lr'?)"),
     (["train", "--config", "rcan", "optim.lr"], "override 'optim.lr': expected key=value"),
@@ -82,4 +82,4 @@ def test_train_resume_and_plot(config_file, tmp_path, capsys):
 def test_help_lists_the_recipes(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "recipes: cran, csnln, defian-l, defian-s, eacrn, edsr, edsr-baseline, rcan" in capsys.readouterr().out
+    assert "recipes: cran, cran-edsr, csnln, defian-l, defian-s, eacrn, edsr, edsr-baseline, rcan" in capsys.readouterr().out

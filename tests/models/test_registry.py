@@ -13,7 +13,8 @@ NAMES = list_models()
 
 
 def test_registry_names():
-    assert set(NAMES) == {"csnln", "defian-s", "defian-l", "cran", "eacrn", "edsr", "edsr-baseline", "rcan", "bicubic"}
+    assert set(NAMES) == {"csnln", "defian-s", "defian-l", "cran", "cran-edsr", "eacrn", "edsr", "edsr-baseline",
+                          "rcan", "bicubic"}
 
 
 @pytest.mark.parametrize("name", NAMES)

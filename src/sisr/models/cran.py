@@ -23,6 +23,11 @@ CRAB (eq. 6) = CRAC-ReLU-CRAC + x. Network = RCAN without channel attention:
 MeanShift -> conv 3->64 -> 10 residual groups (19 EDSR RBs + 1 CRAB, last;
 group skip) -> conv, long skip -> ESPCN upsampler -> conv 64->3 -> MeanShift.
 
+Ablations (section 4.2, registry ``cran-edsr``): the EDSR baseline (16 blocks, 64 channels) with
+each block an RB, an RCAB or a CRAB (the RB with its two convs replaced by CRACs, as 3.4 says);
+``crab_at`` puts CRABs at chosen positions; CRAC switches ``cdrr`` (off: F_C* = F_C, CGC's layer),
+``spatial_out`` (F_A1), ``spatial_in`` (F_A2), ``channel_interaction`` (F_C1; off: F_A1 = F_C* W_A1).
+
 Choices where the paper is ambiguous (details, parameter counts: docs/models/cran.md):
 
 * e = k1 k2 / 2 is 4.5 for 3x3: we use CGC's int(k*k/2 + 1) = 5 (the paper cites
@@ -70,7 +75,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from .common import GlobalResidualSR, ResBlock, ResidualGroup, default_conv
+from .common import RCAB, GlobalResidualSR, MeanShift, ResBlock, ResidualGroup, Upsampler, default_conv
 from .registry import TILING_GLOBAL_STATS, ModelInfo
 
 
@@ -133,18 +138,20 @@ class CDRR(nn.Module):
 
 class CRAC(nn.Module):
     """Context reasoning attention convolution: a k x k 'same' convolution whose
-    kernel is modulated per sample by a mask computed from the global context."""
+    kernel is modulated per sample by a mask computed from the global context.
+
+    The switches drop one part each (CRAN's ablations, Tables 1-2; all on = the paper's CRAC):
+    ``cdrr`` (eq. 2; off: F_C* = F_C, CGC's layer), ``spatial_out`` (F_A1, the output-channel term
+    of eq. 4), ``spatial_in`` (F_A2, the input-channel term), ``channel_interaction`` (F_CI = F_C* W_ci;
+    off: F_A1 = F_C* W_A1, which needs c_in = c_out).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True,
-                 n_descriptors: int = 5, ci_groups: int = 16, descriptor_norm: str = "rms"):
+                 n_descriptors: int = 5, ci_groups: int = 16, descriptor_norm: str = "rms", cdrr: bool = True,
+                 spatial_out: bool = True, spatial_in: bool = True, channel_interaction: bool = True):
         super().__init__()
-        if descriptor_norm not in DESCRIPTOR_NORMS:
-            raise ModelError(f"CRAC descriptor_norm must be one of {', '.join(DESCRIPTOR_NORMS)}, got {descriptor_norm!r}")
-        if kernel_size % 2 == 0:
-            raise ModelError(f"CRAC kernel_size must be odd for 'same' padding, got {kernel_size}")
-        if in_channels % ci_groups or out_channels % ci_groups:
-            raise ModelError(f"CRAC channels ({in_channels}->{out_channels}) must be divisible by "
-                             f"ci_groups={ci_groups}")
+        check_crac_options(in_channels, out_channels, kernel_size, ci_groups, descriptor_norm, spatial_out,
+                           spatial_in, channel_interaction)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.ci_groups = ci_groups
         self.descriptor_norm = descriptor_norm
@@ -152,10 +159,11 @@ class CRAC(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
         self.encode = nn.Linear(kk, n_descriptors, bias=False)  # W_E
-        self.cdrr = CDRR(in_channels)
-        self.channel_interaction = nn.Linear(in_channels // ci_groups, out_channels // ci_groups, bias=False)  # W_ci
-        self.spatial_out = nn.Linear(n_descriptors, kk, bias=False)  # W_A1
-        self.spatial_in = nn.Linear(n_descriptors, kk, bias=False)  # W_A2
+        self.cdrr = CDRR(in_channels) if cdrr else None
+        self.channel_interaction = (nn.Linear(in_channels // ci_groups, out_channels // ci_groups, bias=False)
+                                    if channel_interaction else None)  # W_ci
+        self.spatial_out = nn.Linear(n_descriptors, kk, bias=False) if spatial_out else None  # W_A1
+        self.spatial_in = nn.Linear(n_descriptors, kk, bias=False) if spatial_in else None  # W_A2
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -165,36 +173,73 @@ class CRAC(nn.Module):
             bound = 1 / math.sqrt(self.in_channels * self.kernel_size ** 2)
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def descriptors(self, x: torch.Tensor) -> torch.Tensor:
+        """F_C*^T (N, e, c_in): pooled context, W_E, normalisation, CDRR (when on)."""
+        pooled = F.adaptive_avg_pool2d(x, self.kernel_size).flatten(2)  # (N, c_in, k*k)
+        desc = normalise_descriptors(self.encode(pooled).transpose(1, 2), self.descriptor_norm)
+        return desc if self.cdrr is None else self.cdrr(desc)
+
     def mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention mask F_A in (0, 1), shape (N, c_out, c_in, k, k)."""
+        """Attention mask F_A in (0, 1), shape (N, c_out, c_in, k, k) (an expanded view when a term is off)."""
         n, k, g = x.shape[0], self.kernel_size, self.ci_groups
-        pooled = F.adaptive_avg_pool2d(x, k).flatten(2)  # (N, c_in, k*k)
-        desc = self.cdrr(normalise_descriptors(self.encode(pooled).transpose(1, 2), self.descriptor_norm))  # F_C*^T
-        grouped = desc.reshape(n, -1, g, self.in_channels // g).transpose(1, 2)  # (N, g, e, c_in/g)
-        f_ci = self.channel_interaction(grouped).transpose(1, 2).reshape(n, -1, self.out_channels)  # F_CI^T
-        a_out = self.spatial_out(f_ci.transpose(1, 2))  # F_A1, (N, c_out, k*k)
-        a_in = self.spatial_in(desc.transpose(1, 2))  # F_A2, (N, c_in, k*k)
-        return torch.sigmoid(a_out[:, :, None] + a_in[:, None]).view(n, self.out_channels, self.in_channels, k, k)
+        desc = self.descriptors(x)
+        logits = None
+        if self.spatial_out is not None:
+            f_ci = desc
+            if self.channel_interaction is not None:
+                grouped = desc.reshape(n, -1, g, self.in_channels // g).transpose(1, 2)  # (N, g, e, c_in/g)
+                f_ci = self.channel_interaction(grouped).transpose(1, 2).reshape(n, -1, self.out_channels)
+            logits = self.spatial_out(f_ci.transpose(1, 2))[:, :, None]  # F_A1, (N, c_out, 1, k*k)
+        if self.spatial_in is not None:
+            a_in = self.spatial_in(desc.transpose(1, 2))[:, None]  # F_A2, (N, 1, c_in, k*k)
+            logits = a_in if logits is None else logits + a_in
+        mask = torch.sigmoid(logits)
+        return mask.view(n, mask.shape[1], mask.shape[2], k, k).expand(n, self.out_channels, self.in_channels, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return modulated_conv2d(x, self.weight * self.mask(x), self.bias)
 
     def extra_repr(self) -> str:
+        off = [name for name in ("cdrr", "spatial_out", "spatial_in", "channel_interaction")
+               if getattr(self, name) is None]
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"bias={self.bias is not None}, ci_groups={self.ci_groups}, descriptor_norm={self.descriptor_norm!r}")
+                f"bias={self.bias is not None}, ci_groups={self.ci_groups}, descriptor_norm={self.descriptor_norm!r}"
+                + (f", off={'+'.join(off)}" if off else ""))
+
+
+def check_crac_options(in_channels: int, out_channels: int, kernel_size: int, ci_groups: int, descriptor_norm: str,
+                       spatial_out: bool, spatial_in: bool, channel_interaction: bool) -> None:
+    """One-line ``ModelError`` for a CRAC that cannot be built."""
+    if descriptor_norm not in DESCRIPTOR_NORMS:
+        raise ModelError(f"CRAC descriptor_norm must be one of {', '.join(DESCRIPTOR_NORMS)}, got {descriptor_norm!r}")
+    if kernel_size % 2 == 0:
+        raise ModelError(f"CRAC kernel_size must be odd for 'same' padding, got {kernel_size}")
+    if in_channels % ci_groups or out_channels % ci_groups:
+        raise ModelError(f"CRAC channels ({in_channels}->{out_channels}) must be divisible by "
+                         f"ci_groups={ci_groups}")
+    if not (spatial_out or spatial_in):
+        raise ModelError("CRAC needs spatial_out (F_A1) or spatial_in (F_A2): without both the mask is constant")
+    if channel_interaction and not spatial_out:
+        raise ModelError("CRAC channel_interaction feeds only spatial_out (F_A1): set channel_interaction=False "
+                         "when spatial_out=False")
+    if not channel_interaction and in_channels != out_channels:
+        raise ModelError(f"CRAC without channel_interaction needs in_channels == out_channels, got "
+                         f"{in_channels}->{out_channels}")
 
 
 class CRAB(nn.Module):
-    """Context reasoning attention block (eq. 6): CRAC-ReLU-CRAC, plus the input."""
+    """Context reasoning attention block (eq. 6): CRAC-ReLU-CRAC, plus the input.
 
-    def __init__(self, n_feats: int, kernel_size: int = 3, n_descriptors: int = 5, ci_groups: int = 16,
-                 descriptor_norm: str = "rms"):
+    ``crac_options`` go to both CRACs (``n_descriptors``, ``ci_groups``, ``descriptor_norm`` and the
+    ablation switches ``cdrr``, ``spatial_out``, ``spatial_in``, ``channel_interaction``).
+    """
+
+    def __init__(self, n_feats: int, kernel_size: int = 3, **crac_options):
         super().__init__()
-        kw = dict(n_descriptors=n_descriptors, ci_groups=ci_groups, descriptor_norm=descriptor_norm)
         self.body = nn.Sequential(
-            CRAC(n_feats, n_feats, kernel_size, **kw),
+            CRAC(n_feats, n_feats, kernel_size, **crac_options),
             nn.ReLU(inplace=True),
-            CRAC(n_feats, n_feats, kernel_size, **kw),
+            CRAC(n_feats, n_feats, kernel_size, **crac_options),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -235,6 +280,88 @@ def build_cran(scale: int, n_resgroups: int = 10, n_resblocks: int = 20, n_feats
                 descriptor_norm=descriptor_norm, rgb_range=rgb_range)
 
 
+# ---------------------------------------------------------------- the ablation backbone (cran-edsr)
+
+BLOCK_TYPES = ("rb", "rcab", "crab")
+CRAC_SWITCHES = ("cdrr", "spatial_out", "spatial_in", "channel_interaction")
+
+
+def edsr_block(kind: str, n_feats: int, reduction: int, crac_options: dict) -> nn.Module:
+    """One residual block of the ablation backbone: EDSR's RB, RCAN's RCAB or a CRAB (an RB with CRACs)."""
+    if kind == "crab":
+        return CRAB(n_feats, 3, **crac_options)
+    if kind == "rcab":
+        return RCAB(n_feats, 3, reduction)
+    return ResBlock(n_feats, 3)
+
+
+class EDSRBlocks(GlobalResidualSR):
+    """The EDSR baseline (section 4.2's ablation backbone) with each residual block an RB, RCAB or CRAB.
+
+    Layout and module names are EDSR's (``head.0``, ``body.0..R-1``, ``body.R``, ``tail``), created in
+    EDSR's order, so the all-RB network is ``edsr-baseline`` (same parameters, same seeded weights).
+    ``kinds`` names the block at each position.
+    """
+
+    def __init__(self, scale: int, kinds: list[str], n_feats: int, reduction: int, crac_options: dict,
+                 rgb_range: float = 255.0):
+        super().__init__()
+        self.scale = scale
+        self.rgb_range = rgb_range
+        self.block_kinds = tuple(kinds)
+        self.sub_mean = MeanShift(rgb_range, sign=-1)
+        self.add_mean = MeanShift(rgb_range, sign=1)
+        self.head = nn.Sequential(default_conv(3, n_feats, 3))
+        self.body = nn.Sequential(*[edsr_block(k, n_feats, reduction, crac_options) for k in kinds],
+                                  default_conv(n_feats, n_feats, 3))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, 3, 3))
+
+
+def crab_positions(crab_at, n_resblocks: int) -> tuple[int, ...]:
+    """``crab_at`` (an int or a list of 1-based block positions) as a sorted tuple, checked."""
+    positions = [crab_at] if isinstance(crab_at, int) and not isinstance(crab_at, bool) else crab_at
+    if not isinstance(positions, (list, tuple)) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in positions):
+        raise ModelError(f"cran-edsr crab_at must be a list of block positions (1-based), got {crab_at!r}")
+    bad = [p for p in positions if not 1 <= p <= n_resblocks]
+    if bad or len(set(positions)) != len(positions):
+        raise ModelError(f"cran-edsr crab_at must hold distinct positions in 1..{n_resblocks} "
+                         f"(n_resblocks={n_resblocks}), got {list(positions)}")
+    return tuple(sorted(positions))
+
+
+def block_kinds(n_resblocks: int, block: str, crab_at) -> list[str]:
+    """The block type at each position: ``block`` everywhere, a CRAB at the ``crab_at`` positions."""
+    if n_resblocks < 1:
+        raise ModelError(f"cran-edsr needs n_resblocks >= 1, got {n_resblocks}")
+    if block not in BLOCK_TYPES:
+        raise ModelError(f"cran-edsr block must be one of {', '.join(BLOCK_TYPES)}, got {block!r}")
+    positions = crab_positions(crab_at, n_resblocks)
+    return ["crab" if i + 1 in positions else block for i in range(n_resblocks)]
+
+
+def build_cran_edsr(scale: int, n_resblocks: int = 16, n_feats: int = 64, block: str = "rb", crab_at=(),
+                    reduction: int = 16, n_descriptors: int = 5, ci_groups: int = 16, descriptor_norm: str = "rms",
+                    cdrr: bool = True, spatial_out: bool = True, spatial_in: bool = True,
+                    channel_interaction: bool = True, rgb_range: float = 255.0) -> EDSRBlocks:
+    kinds = block_kinds(n_resblocks, block, crab_at)
+    switches = dict(cdrr=cdrr, spatial_out=spatial_out, spatial_in=spatial_in, channel_interaction=channel_interaction)
+    if "crab" not in kinds and not all(switches.values()):
+        off = ", ".join(k for k, v in switches.items() if not v)
+        raise ModelError(f"cran-edsr: {off} switched off but no block is a CRAB (set block=crab or crab_at)")
+    if "rcab" in kinds and not 1 <= reduction <= n_feats:
+        raise ModelError(f"cran-edsr reduction must be in 1..n_feats={n_feats} for RCABs, got {reduction}")
+    crac_options = dict(n_descriptors=n_descriptors, ci_groups=ci_groups, descriptor_norm=descriptor_norm,
+                        **{k: bool(v) for k, v in switches.items()})
+    if "crab" in kinds:
+        check_crac_options(n_feats, n_feats, 3, ci_groups, descriptor_norm, spatial_out, spatial_in,
+                           channel_interaction)
+    return EDSRBlocks(scale, kinds, n_feats, reduction, crac_options, rgb_range)
+
+
+_PAPER = ("Zhang, Wei, Qin, Wang, Pfister, Fu, Context Reasoning Attention Network for Image "
+          "Super-Resolution, ICCV 2021")
+
 MODELS = [
     ModelInfo(
         name="cran",
@@ -243,8 +370,7 @@ MODELS = [
             ' pools the features to k x k with adaptive average pooling, which the exporter only gets'
             ' right at the trace size'),
         title="CRAN (10 groups x (19 RB + 1 CRAB), 64 channels)",
-        paper="Zhang, Wei, Qin, Wang, Pfister, Fu, Context Reasoning Attention Network for Image "
-              "Super-Resolution, ICCV 2021",
+        paper=_PAPER,
         build=build_cran,
         scales=(2, 3, 4, 8),
         defaults={"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "n_descriptors": 5, "ci_groups": 16,
@@ -259,5 +385,28 @@ MODELS = [
         train_precisions=("fp32", "bf16"),
         notes="built from the paper (no author code or weights); fp16 left out: the descriptor affinities "
               "(squared feature magnitudes at rgb_range 255) overflow its range",
+    ),
+    ModelInfo(
+        name="cran-edsr",
+        onnx_unsupported=("its CRABs' CRAC convolutions apply per-sample kernels as one grouped convolution with a"
+                          " group per sample and pool with adaptive average pooling (as cran); the all-RB default"
+                          " is edsr-baseline, which exports"),
+        title="CRAN's ablation backbone: EDSR baseline (16 blocks, 64 channels), each block an RB, RCAB or CRAB",
+        paper=_PAPER + " (section 4.2, Tables 1-3)",
+        build=build_cran_edsr,
+        scales=(2, 3, 4, 8),
+        defaults={"n_resblocks": 16, "n_feats": 64, "block": "rb", "crab_at": [], "reduction": 16,
+                  "n_descriptors": 5, "ci_groups": 16, "descriptor_norm": "rms", "cdrr": True, "spatial_out": True,
+                  "spatial_in": True, "channel_interaction": True, "rgb_range": 255.0},
+        tiny={"n_feats": 16, "ci_groups": 4, "reduction": 4},  # depth kept at 16: Table 3's positions exist
+        code=None,
+        reference_params={2: 1_369_883},
+        reference_source="the default (16 RBs) is the EDSR baseline, authors' code "
+                         "(../shared/fixtures/parity/edsr_baseline_x2.json); the paper prints no counts for the "
+                         "variants: docs/models/cran.md, 'Ablation variants'",
+        tiling=TILING_GLOBAL_STATS,
+        train_precisions=("fp32", "bf16"),
+        notes="for CRAN's ablations (experiments cran-table1..3): block=rb|rcab|crab, crab_at=[positions], "
+              "CRAC switches cdrr, spatial_out (F_A1), spatial_in (F_A2), channel_interaction (F_C1)",
     ),
 ]

@@ -20,6 +20,10 @@ b1 = relu(conv5x5(x)), b2 = relu(conv5x5(x)); the multi-scale layer gives branch
 and branch 2 a 5x5 conv, b3 = relu(conv3x3(b1)), b4 = relu(conv5x5(b2)); cross residual
 fusion out = x + conv1x1([b1 + b4, b2 + b3]) (MSRN's 1x1 bottleneck and block shortcut).
 
+Table 1's ablations (same blocks and widths, docs/models/eacrn.md "Ablation variants"):
+``cross_group=False`` drops the CRG's cross sums (W_conv on [F3, F4]); ``cross_block=False`` drops
+the CRB's (fusion of [b3, b4], shortcut kept); ``ema_placement="none"`` drops the EM attention.
+
 EM attention (section 3.4; EMANet's EMAU): 1x1 conv, ``em_stages`` E/M iterations with
 ``em_bases`` unit-norm bases (A_E softmax responsibilities, A_M responsibility-weighted
 means, l2-normalised), re-estimation A_R = relu(mu z^T), 1x1 conv, plus the input.
@@ -133,15 +137,17 @@ class EMAttention(nn.Module):
         return x + self.conv2(recon.view(b, c, h, w).to(x.dtype))
 
 
-EMA_PLACEMENTS = ("block", "group")
+EMA_PLACEMENTS = ("block", "group", "none")
 
 
 class CrossResidualBlock(nn.Module):
     """CRB: two 5x5 head branches, a 3x3/5x5 multi-scale layer, cross sums, 1x1 fusion, shortcut;
-    with ``ema`` an EM attention unit on the block's output."""
+    with ``ema`` an EM attention unit on the block's output. ``cross=False`` (Table 1's CRB without
+    cross residual learning) fuses [b3, b4], the two branches' outputs, without the cross sums."""
 
-    def __init__(self, n_feats: int, ema: EMAttention | None = None):
+    def __init__(self, n_feats: int, ema: EMAttention | None = None, cross: bool = True):
         super().__init__()
+        self.cross = cross
         self.head1 = default_conv(n_feats, n_feats, 5)
         self.head2 = default_conv(n_feats, n_feats, 5)
         self.ms3 = default_conv(n_feats, n_feats, 3)
@@ -155,7 +161,8 @@ class CrossResidualBlock(nn.Module):
         b2 = self.relu(self.head2(x))
         b3 = self.relu(self.ms3(b1))
         b4 = self.relu(self.ms5(b2))
-        out = x + self.fuse(torch.cat([b1 + b4, b2 + b3], dim=1))
+        pair = [b1 + b4, b2 + b3] if self.cross else [b3, b4]
+        out = x + self.fuse(torch.cat(pair, dim=1))
         return out if self.ema is None else self.ema(out)
 
 
@@ -163,20 +170,25 @@ class CrossResidualGroup(nn.Module):
     """CRG (eq. 5-9): two chains of CRBs with cross sums, W_conv 3x3 fusion.
 
     ``ema_placement="block"``: an EM attention unit after every CRB (``blocks[i].ema``);
-    ``"group"``: one after W_conv (``ema``). ``group_skip`` adds the group input (not in eq. 9).
+    ``"group"``: one after W_conv (``ema``); ``"none"``: no EM attention (Table 1 without EMA).
+    ``group_skip`` adds the group input (not in eq. 9). ``cross_group=False`` (Table 1's CRG without
+    cross residual learning) fuses [last of path 1, last of path 2] = [F3, F4] without the cross sums;
+    ``cross_block`` is the CRBs' ``cross``.
     """
 
     def __init__(self, n_feats: int, n_blocks: int = 4, em_bases: int = 64, em_stages: int = 3,
-                 em_momentum: float = 0.9, ema_placement: str = "block", group_skip: bool = False):
+                 em_momentum: float = 0.9, ema_placement: str = "block", group_skip: bool = False,
+                 cross_group: bool = True, cross_block: bool = True):
         super().__init__()
         def unit() -> EMAttention:
             return EMAttention(n_feats, em_bases, em_stages, em_momentum)
         per_block = ema_placement == "block"
-        self.blocks = nn.ModuleList(CrossResidualBlock(n_feats, unit() if per_block else None)
+        self.blocks = nn.ModuleList(CrossResidualBlock(n_feats, unit() if per_block else None, cross_block)
                                     for _ in range(n_blocks))
         self.fuse = default_conv(2 * n_feats, n_feats, 3)
-        self.ema = None if per_block else unit()
+        self.ema = unit() if ema_placement == "group" else None
         self.group_skip = group_skip
+        self.cross_group = cross_group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         path1 = self.blocks[0](x)  # F1
@@ -185,7 +197,8 @@ class CrossResidualGroup(nn.Module):
         for i in range(2, len(self.blocks), 2):
             path1 = self.blocks[i](path1)  # F3 = H3(F1)
             path2 = self.blocks[i + 1](path2)  # F4 = H4(F2)
-        out = self.fuse(torch.cat([first1 + path2, first2 + path1], dim=1))
+        pair = [first1 + path2, first2 + path1] if self.cross_group else [path1, path2]
+        out = self.fuse(torch.cat(pair, dim=1))
         if self.ema is not None:
             out = self.ema(out)
         return x + out if self.group_skip else out
@@ -194,17 +207,20 @@ class CrossResidualGroup(nn.Module):
 class EACRN(GlobalResidualSR):
     def __init__(self, scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int = 64,
                  em_bases: int = 64, em_stages: int = 3, em_momentum: float = 0.9, ema_placement: str = "block",
-                 group_skip: bool = False, rgb_range: float = 255.0):
+                 group_skip: bool = False, cross_group: bool = True, cross_block: bool = True,
+                 rgb_range: float = 255.0):
         super().__init__()
         # body: the groups, then W_LSC of eq. 4
         self.build_skeleton(scale, n_feats, lambda: [
-            CrossResidualGroup(n_feats, n_blocks, em_bases, em_stages, em_momentum, ema_placement, group_skip)
+            CrossResidualGroup(n_feats, n_blocks, em_bases, em_stages, em_momentum, ema_placement, group_skip,
+                               cross_group, cross_block)
             for _ in range(n_groups)], rgb_range)
 
 
 def build_eacrn(scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int = 64, em_bases: int = 64,
                 em_stages: int = 3, em_momentum: float = 0.9, ema_placement: str = "block",
-                group_skip: bool = False, rgb_range: float = 255.0) -> EACRN:
+                group_skip: bool = False, cross_group: bool = True, cross_block: bool = True,
+                rgb_range: float = 255.0) -> EACRN:
     if n_blocks < 4 or n_blocks % 2:
         raise ModelError(f"eacrn: n_blocks must be an even number >= 4 (two cross-wired paths), got {n_blocks}")
     if min(n_groups, n_feats, em_bases, em_stages) < 1:
@@ -215,7 +231,8 @@ def build_eacrn(scale: int, n_groups: int = 10, n_blocks: int = 4, n_feats: int 
         raise ModelError(f"eacrn: ema_placement must be one of {', '.join(EMA_PLACEMENTS)}, got {ema_placement!r}")
     return EACRN(scale, n_groups=n_groups, n_blocks=n_blocks, n_feats=n_feats, em_bases=em_bases,
                  em_stages=em_stages, em_momentum=em_momentum, ema_placement=ema_placement,
-                 group_skip=bool(group_skip), rgb_range=rgb_range)
+                 group_skip=bool(group_skip), cross_group=bool(cross_group), cross_block=bool(cross_block),
+                 rgb_range=rgb_range)
 
 
 MODELS = [
@@ -227,7 +244,8 @@ MODELS = [
         build=build_eacrn,
         scales=(2, 3, 4, 8),
         defaults={"n_groups": 10, "n_blocks": 4, "n_feats": 64, "em_bases": 64, "em_stages": 3,
-                  "em_momentum": 0.9, "ema_placement": "block", "group_skip": False, "rgb_range": 255.0},
+                  "em_momentum": 0.9, "ema_placement": "block", "group_skip": False, "cross_group": True,
+                  "cross_block": True, "rgb_range": 255.0},
         tiny={"n_groups": 2, "n_blocks": 4, "n_feats": 8, "em_bases": 4},
         code=None,
         reference_params={2: 15_400_000},
