@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--val-set", help="held-out validation: a folder or a slice such as BSD200:191-200")
     run.add_argument("--weights", nargs="+", default=[], metavar="[MODEL:]SCALE=FILE",
                      help="evaluation tables: weights per model and scale (shipped weights otherwise)")
+    run.add_argument("--hparams", type=_mapping, default={}, metavar="YAML",
+                     help="hyper-parameters merged over every variant, e.g. '{n_feats: 32, n_resblocks: 8}' "
+                          "(a reduced size; recorded in the folder)")
     run.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                      help="extra sisr train overrides for every variant (e.g. --set train.device=cuda val.every=500)")
     table = sub.add_parser("table", help="the paper's layout: ours beside the paper's, spread, ordering")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     options = ExperimentOptions(iterations=args.iterations, seeds=args.seeds, tiny=args.tiny, device=args.device,
                                 data_root=args.data_root, train_sets=tuple(args.train_sets or ()),
                                 val_set=args.val_set, overrides=tuple(args.overrides),
-                                weights=_weights(args.weights))
+                                weights=_weights(args.weights), hparams=args.hparams)
     out = run_experiment(args.name, args.out, options, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"done: {out} (sisr experiment table {out})", file=sys.stderr)
     return 0
@@ -78,6 +81,18 @@ def _weights(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--weights: expected [MODEL:]SCALE=FILE, got '{item}'")
         out[key.lower()] = path
     return out
+
+
+def _mapping(text: str) -> dict:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{n_feats: 32}}', got '{text}'")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -46,6 +46,7 @@ class ExperimentOptions:
     train_sets: tuple[str, ...] = ()  # data.hr (names under data_root, or folders); () = the recipe's
     val_set: str | None = None  # val.set (a folder or a slice such as BSD200:191-200); None = the recipe's
     overrides: tuple[str, ...] = ()  # extra sisr train overrides for every variant
+    hparams: Mapping[str, Any] = field(default_factory=dict)  # merged over every variant (a reduced size)
     weights: Mapping[str, str] = field(default_factory=dict)  # evaluation tables: "model:scale" -> file
 
     def identity(self) -> dict[str, Any]:
@@ -96,15 +97,17 @@ def _claim_folder(out: Path, exp: Experiment, options: ExperimentOptions) -> Non
     atomic_write_text(path, json.dumps({**record, "definition": exp.summary()}, indent=2) + "\n")
 
 
-def variant_hparams(exp: Experiment, variant: Variant, tiny: bool) -> dict[str, Any]:
+def variant_hparams(exp: Experiment, variant: Variant, options: ExperimentOptions) -> dict[str, Any]:
+    """The variant's constructor arguments: tiny or as defined, then the options' reduced size over them."""
     base = exp.hparams if variant.model == exp.model else {}
-    return variant.tiny_hparams(base) if tiny else dict(variant.hparams)
+    own = variant.tiny_hparams(base) if options.tiny else dict(variant.hparams)
+    return {**own, **options.hparams}
 
 
 def train_overrides(exp: Experiment, variant: Variant, seed: int, options: ExperimentOptions) -> list[str]:
     """The ``sisr train`` overrides of one variant: protocol, model, data, seed, budget."""
     items: dict[str, Any] = {**exp.train, "model.name": variant.model, "model.scale": exp.scale,
-                             "model.hparams": variant_hparams(exp, variant, options.tiny), "train.seed": seed,
+                             "model.hparams": variant_hparams(exp, variant, options), "train.seed": seed,
                              "train.device": options.device}
     if options.data_root:
         items["data.root"] = items["val.root"] = str(options.data_root)
@@ -143,7 +146,7 @@ def _score_run(exp: Experiment, variant: Variant, seed: int, run: Path, options:
     weights = run / "best.safetensors"
     if not weights.is_file():
         weights = run / "latest.safetensors"
-    hparams = variant_hparams(exp, variant, options.tiny)
+    hparams = variant_hparams(exp, variant, options)
     params = count_parameters(create_model(variant.model, scale=exp.scale, **hparams))
     datasets = exp.datasets[:1] if options.tiny else exp.datasets
     cfg = load_config(run / "config.yaml")

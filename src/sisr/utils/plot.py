@@ -252,7 +252,8 @@ def bar_chart(categories: Sequence[str], values: Mapping[str, Sequence[float | N
             if v is None or not math.isfinite(float(v)):
                 continue
             x0, x1 = gx + si * bar + 1, gx + (si + 1) * bar - 1
-            canvas.draw.rectangle([x0, to_y(float(v)), x1, to_y(lo_v)], fill=colors[name])
+            y0, y1 = sorted((to_y(float(v)), to_y(0.0 if lo_v < 0 < hi_v else lo_v)))  # signed bars grow from 0
+            canvas.draw.rectangle([x0, y0, x1, y1], fill=colors[name])
             if value_format:
                 text = value_format.format(float(v))
                 w, h = canvas.text_size(text)
@@ -279,3 +280,122 @@ def png_bytes(image: Image.Image) -> bytes:
 def save_png(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the image as PNG atomically; an existing file is kept unless ``overwrite``."""
     return atomic_write_bytes(path, png_bytes(image), overwrite=overwrite)
+
+
+# Heat maps and labelled tile grids (sisr inspect)
+
+# viridis sampled at 10 evenly spaced points; colours in between are interpolated linearly in sRGB
+VIRIDIS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b",
+           "#fde725")
+NON_FINITE = (128, 128, 128)
+
+
+def colormap_lut(anchors: Sequence[str] = VIRIDIS, n: int = 256) -> "np.ndarray":
+    """``(n, 3)`` uint8 colours running through the ``#rrggbb`` anchors (low to high)."""
+    import numpy as np
+
+    rgb = np.array([[int(a[i:i + 2], 16) for i in (1, 3, 5)] for a in anchors], dtype=np.float64)
+    pos = np.linspace(0.0, 1.0, len(anchors))
+    t = np.linspace(0.0, 1.0, n)
+    return np.stack([np.interp(t, pos, rgb[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+def heatmap(values, *, lo: float | None = None, hi: float | None = None, robust: float = 0.0,
+            anchors: Sequence[str] = VIRIDIS) -> Image.Image:
+    """A 2-D array as an RGB image through the colour map (low: dark blue, high: yellow for viridis).
+
+    The range is ``lo..hi``; a bound not given is the minimum/maximum of the finite values, or their
+    ``robust`` and ``100 - robust`` percentiles. Values outside are clipped; non-finite values are grey;
+    a constant map is drawn in the middle colour.
+    """
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"heatmap needs a 2-D array, got shape {arr.shape}")
+    finite = np.isfinite(arr)
+    data = arr[finite]
+    if lo is None:
+        lo = float(np.percentile(data, robust)) if data.size else 0.0
+    if hi is None:
+        hi = float(np.percentile(data, 100 - robust)) if data.size else 1.0
+    lut = colormap_lut(anchors)
+    span = hi - lo
+    norm = np.clip((arr - lo) / span, 0.0, 1.0) if span > 0 else np.full(arr.shape, 0.5)
+    index = np.round(np.where(finite, norm, 0.0) * (len(lut) - 1)).astype(np.intp)
+    rgb = lut[index]
+    rgb[~finite] = NON_FINITE
+    return Image.fromarray(rgb, "RGB")
+
+
+def fit_tile(image: Image.Image, size: int) -> Image.Image:
+    """The image with its longer side brought near ``size``: enlarged by a whole factor (nearest
+    neighbour, pixels stay sharp) when smaller, reduced with a box filter when larger."""
+    longest = max(image.size)
+    if longest < size:
+        k = size // longest
+        return image.resize((image.width * k, image.height * k), Image.Resampling.NEAREST) if k > 1 else image
+    if longest > size:
+        w, h = (max(1, round(d * size / longest)) for d in image.size)
+        return image.resize((w, h), Image.Resampling.BOX)
+    return image
+
+
+Tile = tuple[str, "Image.Image | None"]
+
+
+def wrap_text(text: str, width: int, fnt=None) -> list[str]:
+    """``text`` broken at spaces into lines at most ``width`` pixels wide (a longer word stays whole)."""
+    probe = _Canvas((10, 10), "", "", "")
+    lines: list[str] = []
+    for word in text.split():
+        if lines and probe.text_size(f"{lines[-1]} {word}", fnt)[0] <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def tile_grid(rows: Sequence[Sequence[Tile]], *, title: str = "", row_labels: Sequence[str] = (),
+              note: str = "", tile_size: int = 160, gap: int = 8) -> Image.Image:
+    """Tiles in rows, each with its label above it; ``None`` leaves a cell empty.
+
+    Every tile is fitted to ``tile_size`` (:func:`fit_tile`); cells are as large as the largest
+    tile or label. ``row_labels`` are written left of the rows, ``title`` above and ``note`` (wrapped
+    to the grid's width) below.
+    """
+    fitted = [[(label, fit_tile(img, tile_size) if img is not None else None) for label, img in row] for row in rows]
+    probe = _Canvas((10, 10), "", "", "")
+    text_h = probe.text_size("Ag")[1] + 6
+    images = [img for row in fitted for _, img in row if img is not None]
+    labels = [label for row in fitted for label, _ in row]
+    cell_w = max([img.width for img in images] + [probe.text_size(lb)[0] for lb in labels] + [1])
+    cell_h = max([img.height for img in images] or [1])
+    left = gap + (max(probe.text_size(lb)[0] for lb in row_labels) + gap if row_labels else 0)
+    top = gap + (probe.text_size(title, probe.title_font)[1] + 2 * gap if title else 0)
+    n_cols = max((len(row) for row in fitted), default=1)
+    width = max(left + n_cols * (cell_w + gap), probe.text_size(title, probe.title_font)[0] + 2 * gap, 320)
+    note_lines = wrap_text(note, width - 2 * gap) if note else []
+    grid_h = top + len(fitted) * (cell_h + text_h + gap)
+    canvas = Image.new("RGB", (width, grid_h + len(note_lines) * text_h + (gap if note_lines else 0)), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((gap, gap), title, fill=TEXT, font=probe.title_font)
+    for r, row in enumerate(fitted):
+        y = top + r * (cell_h + text_h + gap)
+        if r < len(row_labels):
+            draw.text((gap, y + text_h + cell_h // 2 - text_h // 2), row_labels[r], fill=TEXT, font=probe.font)
+        for c, (label, img) in enumerate(row):
+            x = left + c * (cell_w + gap)
+            if label:
+                draw.text((x, y), label, fill=TEXT, font=probe.font)
+            if img is not None:
+                canvas.paste(img, (x, y + text_h))
+    for i, line in enumerate(note_lines):
+        draw.text((gap, grid_h + i * text_h), line, fill=TEXT, font=probe.font)
+    return canvas
+
+
+def quantize(image: Image.Image, colors: int = 256) -> Image.Image:
+    """The image with a palette of at most ``colors`` (PNG files of heat maps become 2-4x smaller)."""
+    return image.convert("RGB").quantize(colors, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
