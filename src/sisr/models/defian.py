@@ -36,6 +36,9 @@ Choices and deviations (docs/models/defian.md has the reasons):
   without gradients the eigenvalue root and the RCAB gate are computed in place (1.05x more).
 * x8 uses three x2 sub-pixel stages, as the authors' upsampler would build; no official
   x8 weights or paper figures exist.
+* Ablation switches ``mshf``, ``mshf_kernels``, ``endec``, ``endec_depth``, ``dac`` (paper Tables
+  III-V; not in the authors' code): what each "without" means follows from the printed parameter
+  counts, which every cell reproduces; HGEnDec/ConvEnDec are DiEnDec without dilation (with pooling).
 """
 
 from __future__ import annotations
@@ -159,26 +162,50 @@ class RCABlock(nn.Module):
         return torch.addcmul(x, residue, gate, out=None if torch.is_grad_enabled() else residue)
 
 
-class DiEnDec(nn.Module):
-    """Dilated encoder-decoder at full resolution: 3 dilated convs (d 1, 2, 4), 3 transposed, a 1x1 gate."""
+ENDEC_KINDS = ("diendec", "convendec", "hgendec")
 
-    def __init__(self, n_channels: int = 3):
+
+class DiEnDec(nn.Module):
+    """Full-resolution encoder-decoder: ``depth`` convs (channels doubling), ``depth`` transposed, a 1x1 gate.
+
+    ``kind`` (paper Table V): ``"diendec"`` dilates encoder layer i (and its mirror) by 2^i, the
+    authors' DiEnDec at depth 3 (d 1, 2, 4); ``"convendec"`` keeps dilation 1 (Mao et al.);
+    ``"hgendec"`` keeps dilation 1 and halves the resolution before each encoder layer after the
+    first (max-pool 2), restoring it after each mirrored decoder layer (nearest), as an hourglass
+    (Newell et al.) without skip branches. All three have the same layers and parameters.
+    """
+
+    def __init__(self, n_channels: int = 3, depth: int = 3, kind: str = "diendec"):
         super().__init__()
-        c = n_channels
-        self.encoder = nn.Sequential(
-            nn.Conv2d(c, 2 * c, 3, padding=1, dilation=1), nn.ReLU(inplace=True),
-            nn.Conv2d(2 * c, 4 * c, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
-            nn.Conv2d(4 * c, 8 * c, 3, padding=4, dilation=4), nn.ReLU(inplace=True),
-        )
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(8 * c, 4 * c, 3, padding=4, dilation=4), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(4 * c, 2 * c, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(2 * c, c, 3, padding=1, dilation=1), nn.ReLU(inplace=True),
-        )
-        self.gate = nn.Conv2d(c, 1, 1)
+        widths = [n_channels * 2 ** i for i in range(depth + 1)]
+        dilations = [2 ** i if kind == "diendec" else 1 for i in range(depth)]
+        encoder: list[nn.Module] = []
+        decoder: list[nn.Module] = []
+        for i in range(depth):
+            encoder += [nn.Conv2d(widths[i], widths[i + 1], 3, padding=dilations[i], dilation=dilations[i]),
+                        nn.ReLU(inplace=True)]
+        for i in reversed(range(depth)):
+            decoder += [nn.ConvTranspose2d(widths[i + 1], widths[i], 3, padding=dilations[i], dilation=dilations[i]),
+                        nn.ReLU(inplace=True)]
+        self.pooled = kind == "hgendec"
+        self.encoder = nn.Sequential(*encoder)
+        self.decoder = nn.Sequential(*decoder)
+        self.gate = nn.Conv2d(n_channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gate(self.decoder(self.encoder(x)))
+        if not self.pooled:
+            return self.gate(self.decoder(self.encoder(x)))
+        sizes = []
+        for i in range(0, len(self.encoder), 2):
+            if i:
+                sizes.append(x.shape[-2:])
+                x = F.max_pool2d(x, 2, ceil_mode=True)
+            x = self.encoder[i + 1](self.encoder[i](x))
+        for i in range(0, len(self.decoder), 2):
+            x = self.decoder[i + 1](self.decoder[i](x))
+            if sizes:
+                x = F.interpolate(x, size=sizes.pop(), mode="nearest")
+        return self.gate(x)
 
 
 class DAC(nn.Module):
@@ -213,46 +240,94 @@ class DAC(nn.Module):
 
 
 class SingleModule(nn.Module):
-    """DeFiAM: M RCABs, gated by the detail-fidelity attention (MSHF -> DiEnDec -> DAC -> sigmoid), plus the input."""
+    """DeFiAM: M RCABs, gated by the detail-fidelity attention (MSHF -> DiEnDec -> DAC -> sigmoid), plus the input.
 
-    def __init__(self, n_channels: int, n_blocks: int, attention: bool = True):
+    Ablation switches (paper Tables III-V; docs/models/defian.md): ``mshf=False`` replaces each
+    Hessian filter by the identity (its map is the channel mean of ``resin``); ``endec_depth=0``
+    fuses the maps by their mean instead of an encoder-decoder; ``dac=False`` gates with the sigmoid
+    of the fused map itself, copied to every channel. With all three off there is no attention
+    branch (output ``resin + x``, as ``attention=False``).
+    """
+
+    def __init__(self, n_channels: int, n_blocks: int, attention: bool = True, mshf: bool = True,
+                 mshf_kernels: tuple[int, ...] = (3, 5, 7), endec: str = "diendec", endec_depth: int = 3,
+                 dac: bool = True):
         super().__init__()
         self.body_block = nn.Sequential(*[RCABlock(n_channels) for _ in range(n_blocks)])
-        self.attention = attention
-        if attention:  # Sequential wrappers give the official key prefixes coder.0., dac.0., hessian3.0.
-            self.coder = nn.Sequential(DiEnDec(3))
+        self.attention = attention and (mshf or endec_depth > 0 or dac)
+        self.n_maps = len(mshf_kernels)
+        self.mshf_names = [f"hessian{k}" for k in mshf_kernels] if mshf else []
+        self.has_endec = self.attention and endec_depth > 0
+        self.has_dac = self.attention and dac
+        if not self.attention:
+            return
+        if endec_depth:  # Sequential wrappers give the official key prefixes coder.0., dac.0., hessian3.0.
+            self.coder = nn.Sequential(DiEnDec(self.n_maps, endec_depth, endec))
+        if dac:
             self.dac = nn.Sequential(DAC(n_channels))
-            self.hessian3 = nn.Sequential(MSHF(n_channels, kernel=3))
-            self.hessian5 = nn.Sequential(MSHF(n_channels, kernel=5))
-            self.hessian7 = nn.Sequential(MSHF(n_channels, kernel=7))
+        for name, kernel in zip(self.mshf_names, mshf_kernels):
+            setattr(self, name, nn.Sequential(MSHF(n_channels, kernel=kernel)))
+
+    def detail_maps(self, resin: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W): channel means of the K scaled Hessian eigenvalues (or of ``resin``, without MSHF)."""
+        if not self.mshf_names:
+            return resin.mean(dim=1, keepdim=True).expand(-1, self.n_maps, -1, -1)
+        return torch.cat([getattr(self, name)[0].channel_mean(resin) for name in self.mshf_names], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         resin = self.body_block(x)
-        if self.attention:
-            hessian = torch.cat([h[0].channel_mean(resin) for h in (self.hessian3, self.hessian5, self.hessian7)],
-                                dim=1)
-            gate_map = self.coder(hessian.to(resin.dtype))
-            attention = self.dac[0](gate_map, x).sigmoid_().to(resin.dtype)
-            return torch.addcmul(x, resin, attention)
-        return resin + x
+        if not self.attention:
+            return resin + x
+        maps = self.detail_maps(resin)
+        if self.has_endec:
+            gate_map = self.coder(maps.to(resin.dtype))
+        else:
+            gate_map = maps.mean(dim=1, keepdim=True)
+        if self.has_dac:
+            attention = self.dac[0](gate_map, x).sigmoid_()
+        else:
+            attention = gate_map.to(_stats_dtype(gate_map.dtype)).sigmoid()
+        return torch.addcmul(x, resin, attention.to(resin.dtype))
+
+
+def _check_variant(mshf_kernels: Any, endec: str, endec_depth: int) -> tuple[int, ...]:
+    """The MSHF kernel sizes as a tuple; ``ModelError`` for a switch value no DeFiAM can build."""
+    kernels = (mshf_kernels,) if isinstance(mshf_kernels, int) else tuple(mshf_kernels or ())
+    if not kernels or any(isinstance(k, bool) or not isinstance(k, int) or k < 3 or k % 2 == 0 for k in kernels) \
+            or len(set(kernels)) != len(kernels):
+        raise ModelError(f"defian: mshf_kernels must be distinct odd sizes >= 3 such as [3, 5, 7], got {mshf_kernels!r}"
+                         " (mshf=false removes the Hessian filtering)")
+    if endec not in ENDEC_KINDS:
+        raise ModelError(f"defian: endec must be one of {', '.join(ENDEC_KINDS)}, got {endec!r}")
+    if isinstance(endec_depth, bool) or not isinstance(endec_depth, int) or not 0 <= endec_depth <= 6:
+        raise ModelError(f"defian: endec_depth (half depth d of the encoder-decoder) must be 0..6, got {endec_depth!r}")
+    return kernels
 
 
 class DeFiAN(nn.Module):
-    """DeFiAN (the authors' ``Generator`` with one upsampler); RGB in [0, 1] to RGB in [0, 1]."""
+    """DeFiAN (the authors' ``Generator`` with one upsampler); RGB in [0, 1] to RGB in [0, 1].
+
+    ``mshf``, ``mshf_kernels``, ``endec``, ``endec_depth`` and ``dac`` select the ablation variants of
+    the paper's Tables III-V (see ``SingleModule``); the defaults are the authors' network.
+    """
 
     def __init__(self, scale: int, n_channels: int = 32, n_blocks: int = 10, n_modules: int = 5,
-                 attention: bool = True, freeze_hessian: bool = True):
+                 attention: bool = True, freeze_hessian: bool = True, mshf: bool = True,
+                 mshf_kernels: Any = (3, 5, 7), endec: str = "diendec", endec_depth: int = 3, dac: bool = True):
         super().__init__()
         if n_channels < 16:
             raise ModelError(f"defian: n_channels must be >= 16 (attention reduction 16), got {n_channels}")
         if n_blocks < 1 or n_modules < 1:
             raise ModelError(f"defian: n_blocks and n_modules must be >= 1, got {n_blocks} and {n_modules}")
+        variant = {"mshf": bool(mshf), "mshf_kernels": _check_variant(mshf_kernels, endec, endec_depth),
+                   "endec": endec, "endec_depth": endec_depth, "dac": bool(dac)}
         self.scale = scale
         self.n_modules = n_modules
         self.register_buffer("img_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("img_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.input = nn.Conv2d(3, n_channels, 3, padding=1)
-        self.body = nn.Sequential(*[SingleModule(n_channels, n_blocks, attention) for _ in range(n_modules)])
+        self.body = nn.Sequential(*[SingleModule(n_channels, n_blocks, attention, **variant)
+                                    for _ in range(n_modules)])
         self.tail = nn.Conv2d(n_channels, n_channels, 3, padding=1)  # unused when n_modules == 1, as upstream
         self.upscale = nn.ModuleList([Upsampler(scale, n_channels, bias=False)])
         self.output = nn.Conv2d(n_channels, 3, 3, padding=1)
@@ -273,9 +348,12 @@ class DeFiAN(nn.Module):
 
 
 def build_defian(scale: int, n_channels: int = 32, n_blocks: int = 10, n_modules: int = 5,
-                 attention: bool = True, freeze_hessian: bool = True) -> DeFiAN:
-    return DeFiAN(scale, n_channels=n_channels, n_blocks=n_blocks, n_modules=n_modules,
-                  attention=attention, freeze_hessian=freeze_hessian)
+                 attention: bool = True, freeze_hessian: bool = True, mshf: bool = True,
+                 mshf_kernels: Any = (3, 5, 7), endec: str = "diendec", endec_depth: int = 3,
+                 dac: bool = True) -> DeFiAN:
+    return DeFiAN(scale, n_channels=n_channels, n_blocks=n_blocks, n_modules=n_modules, attention=attention,
+                  freeze_hessian=freeze_hessian, mshf=mshf, mshf_kernels=mshf_kernels, endec=endec,
+                  endec_depth=endec_depth, dac=dac)
 
 
 def _unwrap(sd: Mapping[str, Any]) -> Mapping[str, Any]:
