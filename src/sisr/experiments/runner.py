@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..data.benchmark import list_sets
 from ..evaluation.protocol import evaluate
 from ..models import count_parameters, create_model
 from ..training.config import load_config
@@ -152,7 +153,9 @@ def _score_run(exp: Experiment, variant: Variant, seed: int, run: Path, options:
     cfg = load_config(run / "config.yaml")
     val_name = exp.train.get("val.set")  # a table reporting its validation set: the best validation score
     scores = {d: best_validation(run) for d in datasets if d == val_name}
-    tests = [d for d in datasets if d != val_name]
+    present = set(list_sets(_data_root(options)))
+    tests = [d for d in datasets if d != val_name and d in present]
+    missing = {d: "not found under the data root" for d in datasets if d != val_name and d not in present}
     if tests:
         res = evaluate(weights, data_root=_data_root(options), datasets=tests, scales=[exp.scale],
                        device=options.device, progress=False)
@@ -160,7 +163,7 @@ def _score_run(exp: Experiment, variant: Variant, seed: int, run: Path, options:
     result = {"experiment": exp.name, "label": variant.label, "seed": seed, "model": variant.model,
               "scale": exp.scale, "hparams": hparams, "params": params, "iterations": cfg.train.iterations,
               "weights": weights.name, "scores": scores, "seconds": round(seconds, 1), "tiny": options.tiny,
-              "val_set": cfg.val.set, "paper": dict(variant.paper)}
+              "val_set": cfg.val.set, "paper": dict(variant.paper), "unscored": missing}
     atomic_write_text(run / "result.json", json.dumps(result, indent=2) + "\n", overwrite=True)
 
 
@@ -188,8 +191,6 @@ def _data_root(options: ExperimentOptions) -> str:
 
 def _run_evaluation(exp: Experiment, out: Path, options: ExperimentOptions, progress: Callable[[str], None]) -> None:
     """Score every row x scale of a main results table with the given (or shipped) weights."""
-    from ..data.benchmark import list_sets
-
     root = _data_root(options)
     present = [d for d in exp.datasets if d in set(list_sets(root))]
     rows = []

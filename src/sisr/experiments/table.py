@@ -177,6 +177,9 @@ def render(data: dict[str, Any], fmt: str = "md") -> str:
                    for row in data["rows"] for r in row["results"] for d in data["datasets"]
                    if r["scores"].get(d, {}).get("validation")})
     lines += [f"* {u}" for u in used]
+    unscored = sorted({f"{d}: {why}" for row in data["rows"] for r in row["results"]
+                       for d, why in r.get("unscored", {}).items()})
+    lines += [f"* not scored: {u}" for u in unscored]
     for d, a in data["agreement"].items():
         lines.append(f"* {d}: ordering vs the paper over {a['variants']} variants: Spearman rho "
                      f"{_fmt(a['spearman'])}; variant pairs agreeing beyond the seed spread "
