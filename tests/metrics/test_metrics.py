@@ -22,7 +22,7 @@ from sisr.metrics import (
     ssim_batch,
     ssim_y_batch,
 )
-from testing_utils import shared_root
+from testing_utils import ground_truth_cases, require_case, shared_root
 
 
 def _matlab_rows() -> list[dict]:
@@ -46,13 +46,13 @@ def _fixture_pair(fixtures_root, row):
 
 
 ROWS = _matlab_rows()
-ROW_PARAMS = [pytest.param(r, id=f"{r['image']}-x{r['scale']}") for r in ROWS] or [
-    pytest.param(None, marks=pytest.mark.skip(reason="../shared/fixtures/matlab/scores.csv not found"))
-]
+ROW_PARAMS = ground_truth_cases([pytest.param(r, id=f"{r['image']}-x{r['scale']}") for r in ROWS],
+                                "../shared/fixtures/matlab/scores.csv")
 
 
 @pytest.mark.parametrize("row", ROW_PARAMS)
 def test_matlab_scores(row, fixtures_root):
+    require_case(row, "../shared/fixtures/matlab/scores.csv")
     sr, hr, s = _fixture_pair(fixtures_root, row)
     assert abs(psnr(sr, hr, shave=s) - float(row["psnr_y"])) < 1e-5
     assert abs(ssim(sr, hr, shave=s) - float(row["ssim_y"])) < 1e-6

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import sisr
-from testing_utils import shared_root
+from testing_utils import ground_truth_cases, require_case, shared_root
 from sisr.models import count_parameters, get_info
 
 # official model family (JSON "model") -> registry names that implement it
@@ -52,8 +52,9 @@ def build_from_fixture(spec: dict) -> torch.nn.Module:
     return sisr.create_model(name, scale=spec["scale"], **hp)
 
 
-@pytest.mark.parametrize("fixture", _fixture_names() or [pytest.param(None, marks=pytest.mark.skip(reason="../shared/fixtures/parity not found"))])
+@pytest.mark.parametrize("fixture", ground_truth_cases(_fixture_names(), "../shared/fixtures/parity"))
 def test_parity_with_official_code(fixture, fixtures_root: Path):
+    require_case(fixture, "../shared/fixtures/parity")
     folder = fixtures_root / "parity"
     spec = json.loads((folder / f"{fixture}.json").read_text())
     state = load_file(folder / f"{fixture}.weights.safetensors")
