@@ -398,3 +398,138 @@ def test_is_image_file_and_find_images(tmp_path):
     assert [p.name for p in find_images(tmp_path, recursive=False)] == ["b.png"]
     with pytest.raises(ImageError, match="not a folder"):
         find_images(tmp_path / "b.png")
+
+
+# --- issue 23: orientation on every read path, bombs and format limits as one line -----------------------
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """What a viewer shows, by Pillow's exif_transpose on an 8-bit copy's layout (independent of sisr)."""
+    ops = {1: lambda a: a, 3: lambda a: a[::-1, ::-1], 6: lambda a: np.rot90(a, -1), 8: lambda a: np.rot90(a, 1)}
+    return ops[orientation](arr)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("layout", ["rgb", "rgba", "planar", "tiled_zlib"])
+def test_16bit_tiff_orientation_is_applied(tmp_path, orientation, layout):
+    """The orientation of 16-bit colour TIFF (read by tifffile) was reset to 1 but not applied."""
+    tifffile = pytest.importorskip("tifffile")
+    arr = _random((5, 7, 4 if layout == "rgba" else 3), np.uint16)
+    options = dict(photometric="rgb", metadata=None, extratags=[(274, "H", 1, orientation, True)])
+    data = arr
+    if layout == "rgba":
+        options["extrasamples"] = ["unassalpha"]
+    if layout == "planar":
+        options["planarconfig"] = "separate"
+        data = np.moveaxis(arr, -1, 0)  # (S, H, W)
+    if layout == "tiled_zlib":
+        arr = data = _random((40, 24, 3), np.uint16)
+        options.update(tile=(16, 16), compression="zlib")
+    path = tmp_path / "o.tif"
+    tifffile.imwrite(path, data, **options)
+    np.testing.assert_array_equal(read_image(path), _orient(arr, orientation))
+    # the 8-bit reading of the same file (Pillow) turns it the same way
+    with Image.open(path) as im:
+        if im.mode in ("RGB", "RGBA"):
+            assert read_image(path).shape[:2] == (im.height, im.width)
+
+
+def test_16bit_cmyk_tiff_is_converted_or_refused_with_a_profile(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    ink = np.zeros((2, 3, 4), np.uint16)
+    ink[0, 0] = (0, 0, 0, 32768)
+    ink[0, 1] = (65535, 0, 0, 0)
+    tifffile.imwrite(tmp_path / "c.tif", ink, photometric="separated", metadata=None)
+    out = read_image(tmp_path / "c.tif")
+    assert out.dtype == np.uint16 and out.shape == (2, 3, 3)
+    assert out[0, 0].tolist() == [32767] * 3 and out[0, 1].tolist() == [0, 65535, 65535] and (out[1] == 65535).all()
+    tifffile.imwrite(tmp_path / "p.tif", ink, photometric="separated", metadata=None, iccprofile=b"\0" * 200)
+    with pytest.raises(ImageError, match="16-bit CMYK with an ICC profile is not supported"):
+        read_image(tmp_path / "p.tif")
+
+
+def _text_orientation_exif() -> bytes:
+    """EXIF whose Orientation is stored as ASCII text (a broken writer), with an Artist tag."""
+    from PIL import TiffImagePlugin
+
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+    ifd[0x0112] = "six"
+    ifd.tagtype[0x0112] = 2
+    ifd[0x013B] = "Ann"
+    return b"Exif\x00\x00II*\x00\x08\x00\x00\x00" + ifd.tobytes(8)
+
+
+def test_text_orientation_is_ignored_not_refused(tmp_path):
+    from sisr.data.io import read_image_info
+
+    img = _random((4, 6, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / "t.png", exif=_text_orientation_exif())
+    np.testing.assert_array_equal(read_image(tmp_path / "t.png"), img)
+    Image.fromarray(img).save(tmp_path / "t.jpg", exif=_text_orientation_exif(), quality=95)
+    assert read_image(tmp_path / "t.jpg").shape == (4, 6, 3)
+    exif = Image.Exif()
+    exif.load(read_image_info(tmp_path / "t.jpg").exif)
+    assert exif[0x0112] == 1 and exif[0x013B] == "Ann"
+    img16 = _random((4, 6, 3), np.uint16)
+    (tmp_path / "t16.png").write_bytes(_png_bytes(img16, extra=[(b"eXIf", _text_orientation_exif()[6:])]))
+    np.testing.assert_array_equal(read_image(tmp_path / "t16.png"), img16)
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_100000_square_png_header_is_one_image_error_from_both_readers(tmp_path, depth):
+    from sisr.data.io import read_image_info
+
+    arr = np.zeros((1, 1, 3), dtype=np.uint8 if depth == 8 else np.uint16)
+    data = bytearray(_png_bytes(arr))
+    data[16:24] = struct.pack(">II", 100000, 100000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bytes(data))
+    for reader in (read_image, read_image_info):
+        with pytest.raises(ImageError) as exc_info:
+            reader(path)
+        assert "too large" in _one_line(exc_info, path), reader
+
+
+def test_check_output_size_tells_before_the_work(tmp_path):
+    from sisr.data.io import MAX_SIDE, check_output_size
+
+    assert MAX_SIDE["WEBP"] == 16383 and MAX_SIDE["JPEG"] == 65500
+    check_output_size(tmp_path / "a.webp", 16383, 2)
+    check_output_size(tmp_path / "a.jpg", 1, 65500)
+    check_output_size(tmp_path / "a.png", 100000, 100000)
+    check_output_size(tmp_path / "a.tif", 100000, 100000)
+    for name, h, w in (("a.webp", 2, 16384), ("a.jpg", 65501, 1), ("a.webp", 16384, 16384)):
+        with pytest.raises(ImageError) as exc_info:
+            check_output_size(tmp_path / name, h, w)
+        assert f"{w}x{h} cannot be written as" in _one_line(exc_info, tmp_path / name)
+    with pytest.raises(ImageError, match="unknown output extension"):
+        check_output_size(tmp_path / "a.bmp", 2, 2)
+    check_output_size(tmp_path / "a.jpg", 2, 2, channels=3)
+    for channels in (2, 4):
+        with pytest.raises(ImageError, match=r"a\.jpg: JPEG cannot hold transparency"):
+            check_output_size(tmp_path / "a.jpg", 2, 2, channels=channels)
+    check_output_size(tmp_path / "a.webp", 2, 2, channels=4)
+    with pytest.raises(ImageError, match=r"a\.webp: 16384x1 cannot be written as WEBP \(at most 16383"):
+        write_image(tmp_path / "a.webp", np.zeros((1, 16384, 3), np.uint8))  # not Pillow's ValueError
+    assert not list(tmp_path.iterdir())
+
+
+def test_16bit_tiff_premultiplied_alpha_is_unpremultiplied(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    arr = np.array([[[32768, 16384, 0, 32768], [1000, 2000, 3000, 65535], [0, 0, 0, 0]]], np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", arr, photometric="rgb", extrasamples=["assocalpha"], metadata=None)
+    out = read_image(tmp_path / "a.tif")
+    assert out.tolist() == [[[65535, 32768, 0, 32768], [1000, 2000, 3000, 65535], [0, 0, 0, 0]]]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "1"])
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+def test_8bit_tiff_orientation_in_every_mode(tmp_path, orientation, mode, compression):
+    """Opened by path, Pillow memory-maps uncompressed gray TIFF and scrambled orientations 5-8."""
+    base = Image.fromarray(_random((5, 7, 3), np.uint8)).convert(mode)
+    base.save(tmp_path / "o.tif", tiffinfo={0x0112: orientation}, compression=compression)
+    method = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}.get(orientation)  # Image.Transpose per orientation
+    upright = base if method is None else base.transpose(Image.Transpose(method))
+    expected = np.asarray(upright.convert("L" if mode in ("L", "1") else "RGB"))
+    np.testing.assert_array_equal(read_image(tmp_path / "o.tif"), expected.reshape(expected.shape[:2] + (-1,)))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from sisr.data.io import read_image
-from sisr.data.resize import contributions, imresize, output_shape, resize_matrix, round_half_away
+from sisr.data.resize import contributions, imresize, output_shape, resize_bands, resize_matrix, round_half_away
 from sisr.errors import ConfigError, ImageError
 
 RNG = np.random.default_rng(7)
@@ -274,3 +274,70 @@ def test_bicubic_model_is_the_float_path_of_imresize():
     np.testing.assert_allclose(replicate(torch.from_numpy(x)).numpy()[0],
                                imresize(x[0].transpose(1, 2, 0), 2, border="replicate").transpose(2, 0, 1),
                                rtol=0, atol=1e-12)
+
+
+def _dense(in_len: int, scale: int, border: str = "symmetric") -> np.ndarray:
+    """The dense (s*L, L) matrix built here from the contributions, independent of resize_matrix."""
+    weights, idx = contributions(in_len, in_len * scale, scale, border)
+    m = np.zeros((in_len * scale, in_len))
+    np.add.at(m, (np.repeat(np.arange(in_len * scale), weights.shape[1]), idx.ravel()), weights.ravel())
+    return m
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 10), (1, 2, 5, 1300), (1, 1, 1100, 3)])
+def test_bicubic_model_equals_the_dense_products(shape):
+    """Bit-identical to ``Wh @ x @ Ww^T`` while one band covers a side (<= 1024 px); banded above, equal
+    in float64 to 1e-12 and in float32 within 2 ulps (the products' sums run in another blocking)."""
+    import sisr
+
+    x = torch.from_numpy(RNG.random(shape))
+    for scale in (2, 3):
+        model = sisr.create_model("bicubic", scale=scale)
+        for dtype in (torch.float64, torch.float32, torch.bfloat16):
+            xd = x.to(dtype)
+            dense = torch.from_numpy(_dense(shape[2], scale)).to(dtype) @ xd @ \
+                torch.from_numpy(_dense(shape[3], scale)).to(dtype).T
+            out = model(xd)
+            if max(shape[2:]) <= 1024 or dtype == torch.bfloat16:
+                assert torch.equal(out, dense), (scale, dtype)
+            else:
+                tol = 1e-12 if dtype == torch.float64 else 2.5e-7
+                torch.testing.assert_close(out, dense, rtol=0, atol=tol)
+
+
+def test_bicubic_model_and_bands_use_memory_linear_in_the_size():
+    """A 2x3000 image at x2: the dense matrices were 6000x3000 (144 MB of float64); bands stay small."""
+    import tracemalloc
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import sisr
+
+    class LargestTensor(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    LargestTensor.largest = max(LargestTensor.largest, t.numel())
+            return out
+
+    model = sisr.create_model("bicubic", scale=2)
+    x = torch.rand(1, 1, 2, 3000)
+    with LargestTensor():
+        model(x[..., :10])  # first-call set-up outside the measurement
+    tracemalloc.start()
+    try:
+        with LargestTensor():
+            y = model(x)
+        _, numpy_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert y.shape == (1, 1, 4, 6000)
+    assert LargestTensor.largest <= 200_000  # a band (512 x ~262), not 6000 x 3000 = 18 M
+    assert numpy_peak < 8 * 2**20, numpy_peak
+    total = sum(band.size for *_, band in resize_bands(33000, 2))
+    assert total < 100 * 66000  # ~ 64 + 4 per output pixel at x2 (dense: 33000 per output pixel)
+    with pytest.raises(ImageError, match=r"^resize_matrix: a dense 66000x33000 matrix needs 16\.2 GiB; use"):
+        resize_matrix(33000, 2)

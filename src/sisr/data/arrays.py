@@ -36,17 +36,20 @@ def tensor_to_image(t: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.nd
     """``(C, H, W)`` (or ``(1, C, H, W)``) float tensor -> ``(H, W, C)`` array of ``dtype``.
 
     Clamp to [0, 1], scale to 255 or 65535, round half to even (``torch.round``): the EDSR
-    ``quantize`` convention.
+    ``quantize`` convention. NaN becomes 0 (+inf 1, -inf 0), so every float tensor gives one image.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.uint8, np.uint16):
         raise ImageError(f"image array: cannot convert a tensor to {dtype} (expected uint8 or uint16)")
     if t.ndim == 4 and t.shape[0] == 1:
         t = t[0]
-    if t.ndim != 3:
-        raise ImageError(f"image array: tensor shape {tuple(t.shape)} is not (C, H, W)")
+    if t.ndim != 3 or not 1 <= t.shape[0] <= 4 or t.shape[1] == 0 or t.shape[2] == 0:
+        raise ImageError(f"image array: tensor shape {tuple(t.shape)} is not (C, H, W) with C in 1..4")
+    if t.is_complex():
+        raise ImageError(f"image array: cannot convert a {t.dtype} tensor to an image")
     peak = 255.0 if dtype == np.uint8 else 65535.0
-    q = torch.round(t.detach().to("cpu", torch.float32).clamp(0, 1) * peak)
+    x = torch.nan_to_num(t.detach().to("cpu", torch.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    q = torch.round(x.clamp(0, 1) * peak)
     return np.ascontiguousarray(q.permute(1, 2, 0).numpy().astype(dtype))
 
 

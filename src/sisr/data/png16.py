@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..errors import ImageError
 from .arrays import as_hwc
-from .imagemeta import ORIENTATION_TAG, PROVENANCE_KEY, ImageInfo
+from .imagemeta import ORIENTATION_TAG, PROVENANCE_KEY, ImageInfo, exif_orientation
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_CHANNELS = {0: 1, 4: 2, 2: 3, 6: 4}  # colour type -> channels (16-bit depths)
@@ -105,7 +105,7 @@ def decode_png16(data: bytes, path: Path,
         elif ctype == b"eXIf":
             exif = Image.Exif()
             exif.load(body)
-            orientation = int(exif.get(ORIENTATION_TAG, 1) or 1)
+            orientation = exif_orientation(exif.get(ORIENTATION_TAG))
         elif ctype == b"IEND":
             break
     if header is None or not idat:

@@ -35,6 +35,8 @@ BORDERS = ("symmetric", "replicate")
 KERNEL_WIDTH = 4.0  # support of the Keys cubic kernel in input pixels (unscaled)
 INT_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _FLOAT_TYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+BAND_INPUT_ROWS = 64  # input rows each banded product spans (imresize, the bicubic model)
+MAX_DENSE_ELEMENTS = 2**26  # resize_matrix refuses larger dense matrices (512 MiB of float64)
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -78,14 +80,31 @@ def resize_matrix(in_len: int, scale: float | None = None, out_len: int | None =
     """Dense ``(out_len, in_len)`` float64 matrix of the 1-D resize: ``out = M @ in``.
 
     Give ``scale`` (output length ``ceil(in_len * scale)``), ``out_len`` (scale ``out_len / in_len``)
-    or both (MATLAB uses the given scale for the coordinate mapping).
+    or both (MATLAB uses the given scale for the coordinate mapping). Its size grows with
+    ``in_len * out_len``: above ``MAX_DENSE_ELEMENTS`` it is refused with one line; use
+    :func:`resize_bands` (memory linear in the length) instead.
+    """
+    scale, out_len = _dim_scale_and_length(in_len, scale, out_len)
+    if out_len * in_len > MAX_DENSE_ELEMENTS:
+        raise ImageError(f"resize_matrix: a dense {out_len}x{in_len} matrix needs "
+                         f"{out_len * in_len * 8 / 2**30:.1f} GiB; use resize_bands() for lengths this large")
+    ((_, _, lo, hi, band),) = resize_bands(in_len, scale, out_len, border, block=out_len)
+    matrix = np.zeros((out_len, in_len), dtype=np.float64)
+    matrix[:, lo:hi] = band
+    return matrix
+
+
+def resize_bands(in_len: int, scale: float | None = None, out_len: int | None = None, border: str = "symmetric",
+                 *, block: int | None = None):
+    """The 1-D resize as banded blocks: yields ``(start, stop, lo, hi, band)`` with
+    ``out[start:stop] = band @ in[lo:hi]`` (``band`` float64). ``block`` output rows per band
+    (default: enough for ~``BAND_INPUT_ROWS`` input rows), so memory is linear in the length.
     """
     scale, out_len = _dim_scale_and_length(in_len, scale, out_len)
     weights, idx = contributions(in_len, out_len, scale, border)
-    matrix = np.zeros((out_len, in_len), dtype=np.float64)
-    rows = np.repeat(np.arange(out_len), weights.shape[1])
-    np.add.at(matrix, (rows, idx.ravel()), weights.ravel())
-    return matrix
+    if block is None:
+        block = max(16, int(math.ceil(BAND_INPUT_ROWS * out_len / in_len)))
+    return _bands(weights, idx, block)
 
 
 def output_shape(in_h: int, in_w: int, scale: float | None = None,
@@ -151,13 +170,10 @@ def _resize_rows(mat: np.ndarray, scale: float, out_len: int, border: str, max_v
     clamped block by block while still in cache. The products run in torch, so they follow
     torch's thread setting (one thread in DataLoader workers) rather than numpy's BLAS threads.
     """
-    in_len = mat.shape[0]
-    weights, idx = contributions(in_len, out_len, scale, border)
-    block = max(16, int(math.ceil(64 * out_len / in_len)))  # each product spans >= ~64 input rows
     src = _tensor_view(mat)
     out = np.empty((out_len, mat.shape[1]), dtype=np.float64)
     out_t = torch.from_numpy(out)
-    for start, stop, lo, hi, band in _bands(weights, idx, block):
+    for start, stop, lo, hi, band in resize_bands(mat.shape[0], scale, out_len, border):
         torch.matmul(torch.from_numpy(band), src[lo:hi].to(torch.float64), out=out_t[start:stop])
         if max_value is not None:
             _round_half_away_clamp_(out[start:stop], max_value)

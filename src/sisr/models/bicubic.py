@@ -1,8 +1,10 @@
 """Bicubic upsampling: the baseline row of the papers' tables.
 
 MATLAB ``imresize(LR, s, 'bicubic')`` on float input (no intermediate rounding): the 1-D weights of
-:func:`sisr.data.resize.resize_matrix` (Keys cubic a = -0.5, symmetric border by default) applied as
-two matrix products, ``Wh @ x @ Ww^T``, on the input's device and dtype. When enlarging, MATLAB's
+:func:`sisr.data.resize.resize_bands` (Keys cubic a = -0.5, symmetric border by default) applied as
+``Wh @ x @ Ww^T``, on the input's device and dtype. Each product is banded: a block of output
+rows times the slab of input rows it touches (one block covers a length up to ``DENSE_MAX_LEN``,
+the whole dense matrix), so memory stays linear in the image size. When enlarging, MATLAB's
 rows-first order and a single order of products give the same values up to float rounding, so the
 order here is chosen for speed.
 
@@ -16,8 +18,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.resize import BORDERS, resize_matrix
+from ..data.resize import BORDERS, resize_bands
 from .registry import TILING_LOCAL, ModelInfo
+
+DENSE_MAX_LEN = 1024  # up to this input length one product with the whole (s*L, L) matrix
+BAND_LEN = 256  # above it, blocks of s*BAND_LEN output rows (a slab of ~BAND_LEN + 6 input rows each)
 
 
 class Bicubic(nn.Module):
@@ -30,14 +35,18 @@ class Bicubic(nn.Module):
         self.scale = scale
         self.border = border
 
-    def weights(self, in_len: int, like: torch.Tensor) -> torch.Tensor:
-        """``(s * in_len, in_len)`` interpolation matrix in the dtype and on the device of ``like``."""
-        m = resize_matrix(in_len, self.scale, border=self.border)
-        return torch.from_numpy(m).to(device=like.device, dtype=like.dtype)
+    def bands(self, in_len: int, like: torch.Tensor):
+        """``(start, stop, lo, hi, band)``: output rows ``start:stop`` = ``band @ input[lo:hi]``, with
+        ``band`` in the dtype and on the device of ``like``; one band when ``in_len <= DENSE_MAX_LEN``."""
+        block = self.scale * in_len if in_len <= DENSE_MAX_LEN else self.scale * BAND_LEN
+        for start, stop, lo, hi, band in resize_bands(in_len, self.scale, border=self.border, block=block):
+            yield start, stop, lo, hi, torch.from_numpy(band).to(device=like.device, dtype=like.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        return self.weights(h, x) @ x @ self.weights(w, x).T
+        rows = [band @ x[..., lo:hi, :] for _, _, lo, hi, band in self.bands(x.shape[-2], x)]
+        y = rows[0] if len(rows) == 1 else torch.cat(rows, dim=-2)
+        cols = [y[..., lo:hi] @ band.T for _, _, lo, hi, band in self.bands(x.shape[-1], x)]
+        return cols[0] if len(cols) == 1 else torch.cat(cols, dim=-1)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, border={self.border!r}"
