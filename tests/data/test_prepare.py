@@ -189,3 +189,92 @@ def test_bad_output_location_is_one_line_before_work(tmp_path, capsys):
         assert main(["degrade", "--scale", "2", str(hr_dir), str(bad)]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(bad) in err, err
+
+
+# ----------------------------------------------------------------------------- concurrency, manifest, workers
+
+def test_concurrent_runs_into_one_folder_both_succeed(tmp_path, monkeypatch):
+    """x2 and x3 at once into one folder: both finish, and the manifest records every file of both."""
+    import json
+    import threading
+    import time
+
+    from sisr.data import prepare
+    from sisr.utils.fs import sha256_file
+
+    hr_dir, out = tmp_path / "hr", tmp_path / "out"
+    for i in range(12):
+        write_image(hr_dir / f"i{i:02d}.png", RNG.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    real = prepare.write_image
+
+    def slow_write(*args, **kwargs):  # widen the window in which the two runs interleave
+        time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prepare, "write_image", slow_write)
+    barrier, results = threading.Barrier(2), {}
+
+    def degrade_run(scale):  # each run holds the lock through its own file descriptor, as a process would
+        barrier.wait()
+        try:
+            result = prepare_dataset(hr_dir, out, scale, progress=False, workers=1)
+            results[scale] = (len(result.written), [reason for _, reason in result.failed])
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            results[scale] = (-1, [f"{type(exc).__name__}: {exc}"])
+
+    threads = [threading.Thread(target=degrade_run, args=(s,)) for s in (2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == {2: (12, []), 3: (12, [])}
+    files = json.loads((out / ".sisr-degrade.json").read_text())["files"]
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert len(pngs) == 36 and sorted(files) == pngs
+    assert all(files[name]["sha256"] == sha256_file(out / name) for name in pngs)
+    for scale in (2, 3):  # and a rerun of either finds everything done
+        again = prepare_dataset(hr_dir, out, scale, progress=False)
+        assert len(again.skipped) == 12 and not again.written and not again.failed
+
+
+@pytest.mark.parametrize("content,problem", [
+    ({"version": 1, "files": {"HR/x.png": "abc"}}, "entry 'HR/x.png' is a string, not an object"),
+    ({"version": 1, "files": {"HR/x.png": {"sha256": 3, "source_sha256": "a"}}}, "entry 'HR/x.png' lacks a string 'sha256'"),
+    ({"version": 1, "files": []}, "'files' is an array, not an object"),
+    ({"version": 7, "files": {}}, "version 7, expected 1"),
+    (["x"], "an array, not an object"),
+    ("{not json", "not JSON"),
+])
+def test_a_malformed_manifest_is_one_line(tmp_path, capsys, content, problem):
+    import json
+
+    hr_dir, out = tmp_path / "hr", tmp_path / "out"
+    write_image(hr_dir / "x.png", np.zeros((8, 8, 3), np.uint8))
+    assert main(["degrade", "--scale", "2", str(hr_dir), str(out)]) == 0
+    manifest = out / ".sisr-degrade.json"
+    manifest.write_text(content if isinstance(content, str) else json.dumps(content))
+    capsys.readouterr()
+    assert main(["degrade", "--scale", "2", str(hr_dir), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(manifest) in err and "not a valid sisr degrade manifest" in err, err
+    assert problem in err, err
+
+
+def test_workers_give_byte_identical_outputs(tmp_path, capsys):
+    hr_dir = tmp_path / "hr"
+    images = _hr_folder(hr_dir)
+    for i in range(3):
+        write_image(hr_dir / f"more{i}.png", RNG.integers(0, 256, (15, 14, 3), dtype=np.uint8))
+    outs = {n: tmp_path / f"out{n}" for n in (1, 2)}
+    for n, out in outs.items():
+        assert main(["degrade", "--scale", "3", "--mode", "DN", "--seed", "5", "--workers", str(n),
+                     str(hr_dir), str(out)]) == 0
+        assert f"{len(images) + 3} written, 0 already done, 0 failed" in capsys.readouterr().out
+    names = sorted(p.relative_to(outs[1]).as_posix() for p in outs[1].rglob("*") if p.is_file() and "lock" not in p.name)
+    assert len(names) == 2 * (len(images) + 3) + 1  # HR + LR per image, and the manifest
+    assert names == sorted(p.relative_to(outs[2]).as_posix() for p in outs[2].rglob("*")
+                           if p.is_file() and "lock" not in p.name)
+    for name in names:
+        assert (outs[1] / name).read_bytes() == (outs[2] / name).read_bytes(), name
+    assert main(["degrade", "--scale", "3", "--workers", "0", str(hr_dir), str(outs[1])]) == 1
+    assert "--workers must be an integer >= 1, got 0" in capsys.readouterr().err

@@ -110,19 +110,21 @@ def _x(h: int = 16, w: int = 20) -> torch.Tensor:
     return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
 
 
-def test_auto_is_channels_last_on_cpu_and_gives_the_module_back_unchanged():
+def test_auto_runs_the_module_in_its_own_layout_and_never_converts_it():
     from sisr.inference.network import Runner
+    from sisr.inference.options import RunOptions
+    from sisr.weights.handle import set_channels_last
 
     model = _tiny()
     reference = run(model, _x(64, 72), backend="eager")
     out = run(model, _x(64, 72))
     assert (out - reference).abs().max() < 1e-5
-    assert all(p.is_contiguous() for p in model.parameters())  # layout restored after the call
-    runner = Runner(model, torch.device("cpu"), None, backend="auto", pixels=64 * 72)
+    assert all(p.is_contiguous() for p in model.parameters())  # a contiguous module stays contiguous
+    assert Runner(model, torch.device("cpu"), RunOptions(), pixels=64 * 72).channels_last is False
+    set_channels_last(model, True)  # as sisr.weights.resolve loads CPU networks
+    runner = Runner(model, torch.device("cpu"), RunOptions(), pixels=64 * 72)
     assert runner.channels_last and runner.backend == "eager (channels_last)"
-    runner.close()
-    assert Runner(model, torch.device("cpu"), None, backend="auto", pixels=32 * 32).channels_last is False
-    assert Runner(model, torch.device("cpu"), None, backend="eager").channels_last is False
+    assert (run(model, _x(64, 72)) - reference).abs().max() < 1e-5
 
 
 def test_backend_errors_are_one_line():
@@ -199,4 +201,170 @@ def test_compile_backend_refuses_a_package_that_differs_from_eager(tmp_path, mon
     with pytest.raises(ConfigError, match=r"the compiled package gives shape 2x3x34x8 on a 2x3x17x13 input, "
                                           r"PyTorch 2x3x34x26.*use --backend eager"):
         run(_tiny(), _x(), backend="compile")
-    assert not list((tmp_path / "compiled").glob("*"))
+    assert not [p for p in (tmp_path / "compiled").glob("*") if p.suffix != ".lock"]
+
+
+# ----------------------------------------------------------------------------- the compile / onnx cache
+
+def _fake_compile(monkeypatch, root):
+    """The compile backend with a stand-in builder and loader: records what was built and what was loaded."""
+    from pathlib import Path
+
+    from sisr.inference import backends
+
+    monkeypatch.setenv("SISR_CACHE_DIR", str(root))
+    calls = {"built": 0, "loaded": [], "fail_loads": 0}
+
+    def build(model, dest):
+        calls["built"] += 1
+        Path(dest).write_bytes(b"genuine package " + backends.model_key(model, "aoti").encode())
+
+    def load(path):
+        calls["loaded"].append(Path(path).read_bytes())
+        if calls["fail_loads"]:
+            calls["fail_loads"] -= 1
+            raise RuntimeError("undefined symbol: foo")
+        return lambda x: x
+
+    monkeypatch.setattr(backends, "_build_package", build)
+    monkeypatch.setattr(backends, "_load_package", load)
+    return calls
+
+
+def _compile(model):
+    from sisr.inference import backends
+
+    return backends.prepare(model, "compile", torch.device("cpu"), None)
+
+
+def _entry(model):
+    from sisr.inference import backends
+
+    return backends.cached_file(model, "compile", torch.device("cpu"))
+
+
+def test_a_foreign_file_at_the_cached_path_is_rebuilt_not_loaded(tmp_path, monkeypatch):
+    calls = _fake_compile(monkeypatch, tmp_path / "cache")
+    path, exists = _entry(_tiny())
+    assert not exists
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a package of another model, or one whose .so runs code on load")
+    assert _entry(_tiny()) == (path, False)  # present, but not a recorded build: not usable
+    _compile(_tiny())
+    assert calls["built"] == 1 and calls["loaded"] == [path.read_bytes()]
+    assert path.read_bytes().startswith(b"genuine package")
+    assert _entry(_tiny()) == (path, True)
+    _compile(_tiny())  # a new module with the same weights: loaded, not rebuilt
+    assert calls["built"] == 1 and len(calls["loaded"]) == 2
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_digest_mismatch_or_another_models_record_rebuilds(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    calls = _fake_compile(monkeypatch, tmp_path / "cache")
+    a = _tiny()
+    _compile(a)
+    path = _entry(a)[0]
+    record = json.loads(path.with_suffix(".json").read_text())
+    for made in (path, path.with_suffix(".json"), path.parent, path.parent.parent):  # sisr made these private
+        assert made.stat().st_mode & 0o077 == 0, made
+    assert record["key"] == path.stem and len(record["sha256"]) == 64 and record["backend"] == "compile"
+    path.write_bytes(b"tampered")  # the record no longer matches the file
+    _compile(_tiny())
+    assert calls["built"] == 2 and calls["loaded"][-1].startswith(b"genuine package")
+    b = _tiny()
+    with torch.no_grad():
+        next(b.parameters()).view(-1)[0] += 1
+    other = _entry(b)[0]
+    shutil.copy(path, other)  # a's package and record under b's name
+    shutil.copy(path.with_suffix(".json"), other.with_suffix(".json"))
+    _compile(b)
+    assert calls["built"] == 3 and other.read_bytes() != path.read_bytes()
+
+
+def test_a_writable_cache_folder_is_refused_in_one_line(tmp_path, monkeypatch):
+    from sisr.errors import ConfigError
+
+    root = tmp_path / "cache"
+    calls = _fake_compile(monkeypatch, root)
+    _compile(_tiny())
+    for folder in (root, root / "compiled"):
+        folder.chmod(0o777)
+        with pytest.raises(ConfigError) as caught:
+            _compile(_tiny())
+        message = str(caught.value)
+        assert "\n" not in message and str(folder) in message and "writable by group or others" in message
+        assert "SISR_CACHE_DIR" in message
+        with pytest.raises(ConfigError, match="writable by group or others"):
+            _entry(_tiny())
+        folder.chmod(0o700)
+    assert calls["built"] == 1 and len(calls["loaded"]) == 1
+
+
+def test_a_cache_file_owned_by_another_user_is_refused(tmp_path, monkeypatch):
+    from sisr.errors import ConfigError
+    from sisr.inference import backends
+
+    calls = _fake_compile(monkeypatch, tmp_path / "cache")
+    _compile(_tiny())
+    path = _entry(_tiny())[0]
+    for target in (path, path.with_suffix(".json"), path.parent):
+        monkeypatch.setattr(backends, "_file_owner", lambda p, st, t=target: 4321 if p == t else st.st_uid)
+        with pytest.raises(ConfigError) as caught:
+            _compile(_tiny())
+        assert "\n" not in str(caught.value) and str(target) in str(caught.value)
+        assert "owned by another user (uid 4321)" in str(caught.value)
+    assert calls["built"] == 1 and len(calls["loaded"]) == 1
+
+
+def test_an_unusable_cache_folder_names_the_cache_and_sisr_cache_dir(tmp_path, monkeypatch):
+    from sisr.errors import ConfigError
+
+    (tmp_path / "afile").write_text("x")
+    _fake_compile(monkeypatch, tmp_path / "afile" / "cache")
+    with pytest.raises(ConfigError) as caught:
+        _compile(_tiny())
+    message = str(caught.value)
+    assert "\n" not in message and "cache folder" in message and "SISR_CACHE_DIR" in message, message
+
+
+def test_a_recorded_package_that_fails_to_load_is_rebuilt_once(tmp_path, monkeypatch):
+    from sisr.errors import ConfigError
+
+    calls = _fake_compile(monkeypatch, tmp_path / "cache")
+    _compile(_tiny())
+    calls["fail_loads"] = 1
+    _compile(_tiny())  # loading the recorded package fails once: rebuilt, then loaded
+    assert calls["built"] == 2 and len(calls["loaded"]) == 3
+    calls["fail_loads"] = 2
+    with pytest.raises(ConfigError, match=r"cannot load the compiled package \(RuntimeError: undefined symbol: foo\) "
+                                          r"even after rebuilding it; use --backend eager"):
+        _compile(_tiny())
+    assert calls["built"] == 3
+
+
+def test_onnx_cache_of_another_model_is_not_used(tmp_path, monkeypatch):
+    """A real graph of model a copied to the cached path of model b: b is exported again, and right."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import shutil
+
+    from sisr.inference.backends import cached_file
+
+    monkeypatch.setenv("SISR_CACHE_DIR", str(tmp_path))
+    a, b = _tiny(), _tiny()
+    with torch.no_grad():
+        b.tail[-1].bias += 60  # on the 0-255 scale inside the network: b's output is a's + 0.24
+    expected = run(b, _x(), backend="eager")
+    assert (run(a, _x(), backend="eager") - expected).abs().max() > 0.2
+    run(a, _x(), backend="onnxruntime")
+    a_path, _ = cached_file(a, "onnxruntime", torch.device("cpu"))
+    b_path, exists = cached_file(b, "onnxruntime", torch.device("cpu"))
+    assert not exists
+    shutil.copy(a_path, b_path)
+    out = run(b, _x(), backend="onnxruntime")
+    assert (out - expected).abs().max() < 1 / 255
+    assert b_path.read_bytes() != a_path.read_bytes() and cached_file(b, "onnxruntime", torch.device("cpu"))[1]
+    assert a_path.with_suffix(".json").is_file() and oct(a_path.stat().st_mode & 0o777) == "0o600"

@@ -232,3 +232,30 @@ def test_truncated_checkpoint_is_named_as_such(tmp_path):
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(WeightsError, match=r"cut.pt: truncated or damaged PyTorch checkpoint"):
         load_model(cut)
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 4])
+def test_a_plain_pickle_is_refused_as_a_pickle(tmp_path, protocol):
+    """A pickle not written by torch.save is refused without being unpickled, and called what it is."""
+    import pickle
+
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"w": [0.0, 1.0], "b": 2}, protocol=protocol))
+    with pytest.raises(WeightsError) as caught:
+        read_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: refused: a plain Python pickle (protocol {protocol})"), message
+    assert "not written by torch.save" in message and "neither" not in message and "\n" not in message
+    torch.save({"w": torch.zeros(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert set(read_checkpoint(tmp_path / "legacy.pt")) == {"w"}  # torch's legacy format is still read
+
+
+def test_weights_that_are_a_folder_say_so(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "wdir"
+    folder.mkdir()
+    for given in (folder, "wdir"):
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(WeightsError, match="wdir: is a folder, not a weights file"):
+            load_model("defian-s", scale=2, weights=given)
+    assert main(["convert", str(folder), str(tmp_path / "out.safetensors")]) == 1
+    assert "is a folder, not a weights file" in capsys.readouterr().err

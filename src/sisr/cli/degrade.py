@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default symmetric)")
     parser.add_argument("--noise-level", type=float, default=30.0, help="DN noise sigma on 0..255 (default 30)")
     parser.add_argument("--blur-sigma", type=float, default=1.6, help="BD Gaussian sigma (default 1.6)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes degrading images side by side (default: every core this process may use); "
+                             "the outputs do not depend on it")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing outputs not made from the same HR image with the same options")
 
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out_dir)
     result = prepare_dataset(args.hr_dir, args.out_dir, args.scale, args.mode, seed=args.seed, border=args.border,
-                             noise_level=args.noise_level, blur_sigma=args.blur_sigma, overwrite=args.overwrite)
+                             noise_level=args.noise_level, blur_sigma=args.blur_sigma, overwrite=args.overwrite,
+                             workers=args.workers)
     for _, reason in result.failed:
         print(f"sisr degrade: skipped {reason}", file=sys.stderr)
     print(result.summary())

@@ -192,6 +192,21 @@ def compare_outputs(fn: Callable[[torch.Tensor], np.ndarray], model: torch.nn.Mo
     return worst
 
 
+def _verify(ort, data: bytes, model: torch.nn.Module, device: torch.device, generator: torch.Generator,
+            tolerance: float, label: str) -> float:
+    """Max |graph - PyTorch| of the serialized graph ``data`` run by onnxruntime over ``CHECK_SHAPES``."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.log_severity_level = 4  # run failures are reported by the ExportError, not logged
+    try:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(f"{label}: onnxruntime cannot load the exported graph ({_root_message(exc)}); "
+                          f"nothing written") from None
+    return compare_outputs(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.cpu().numpy()})[0],
+                           model, CHECK_SHAPES, device, generator, tolerance, label)
+
+
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int | None = None,
                 overwrite: bool = False, verify: bool | None = None, tolerance: float = DEFAULT_TOLERANCE,
                 allow_unsupported: bool = False) -> OnnxExport:
@@ -253,16 +268,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int |
 
         max_diff = None
         if ort is not None:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = max(1, torch.get_num_threads())
-            options.log_severity_level = 4  # run failures are reported by the ExportError, not logged
-            try:
-                session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                raise ExportError(f"{label}: onnxruntime cannot load the exported graph ({_root_message(exc)}); "
-                                  f"nothing written") from None
-            max_diff = compare_outputs(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.cpu().numpy()})[0],
-                                       model, CHECK_SHAPES, device, generator, tolerance, label)
+            max_diff = _verify(ort, data, model, device, generator, tolerance, label)
         elif verify is None:
             warnings.warn(f"{path}: not checked against PyTorch (onnxruntime is not installed; {INSTALL_HINT})",
                           stacklevel=2)

@@ -157,3 +157,57 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
 def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically and durably; return the path."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+try:
+    import fcntl
+except ImportError:  # no advisory locks (Windows): concurrent writers are not coordinated
+    fcntl = None
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on ``path``, created if missing, inside the block.
+
+    Processes, and threads that each enter the block, holding the same lock file run one at a time;
+    the lock is released when the block ends (or the process dies). ``OutputError`` if it cannot be made.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create the lock file: {exc.strerror or exc}") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def move_into_place(tmp: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Move the complete file ``tmp`` (in ``path``'s folder) to ``path`` durably.
+
+    Without ``overwrite`` an existing ``path`` (also one created meanwhile: the move is a hard link) is an
+    ``OutputExistsError``; other failures are one-line ``OutputError``s.
+    """
+    tmp, path = Path(tmp), Path(path)
+    try:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise OutputExistsError(_exists_message(path)) from None
+            except OSError:  # file systems without hard links
+                if path.exists():
+                    raise OutputExistsError(_exists_message(path)) from None
+                os.replace(tmp, path)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        fsync_dir(path.parent)
+    except OSError as exc:
+        if isinstance(exc, SisrError):
+            raise
+        raise OutputError(_os_message(path, exc)) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ def is_safetensors(path: str | os.PathLike) -> bool:
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state_dict inside an official checkpoint (unwrapped, ``module.`` stripped)."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder, not a weights file")
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     if is_safetensors(path):
@@ -71,9 +74,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
     with open(path, "rb") as f:
-        head = f.read(2)
-    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (or a legacy pickle)
-        raise WeightsError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+        head = f.read(64)
+    if head[:2] != b"PK" and not _is_torch_legacy(head):  # torch.save writes a zip archive (or a legacy pickle)
+        _refuse_other_format(path, head)
     if head[:2] == b"PK" and not zipfile.is_zipfile(path):
         raise WeightsError(f"{path}: truncated or damaged PyTorch checkpoint (the zip archive is incomplete; "
                            f"download or copy it again)")
@@ -94,6 +97,45 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     return unwrap_state_dict(obj, path)
+
+
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the number torch.save's legacy format pickles first
+
+
+def _is_torch_legacy(head: bytes) -> bool:
+    """True when ``head`` starts like torch.save's legacy (non-zip) format: a pickle of its magic number."""
+    try:
+        for opcode, arg, _ in pickletools.genops(head):
+            if opcode.name not in ("PROTO", "FRAME"):
+                return opcode.name in ("LONG1", "LONG4") and arg == _TORCH_LEGACY_MAGIC
+    except Exception:  # noqa: BLE001 - not a pickle, or cut off in its first opcodes
+        return False
+    return False
+
+
+def _pickle_protocol(path: Path, max_opcodes: int = 1_000_000) -> int | None:
+    """The protocol of the pickle in ``path`` (read as opcodes, never unpickled), None if it is not one."""
+    protocol = 0
+    try:
+        with open(path, "rb") as f:
+            for count, (opcode, arg, _) in enumerate(pickletools.genops(f)):
+                protocol = arg if opcode.name == "PROTO" else max(protocol, opcode.proto)
+                if opcode.name == "STOP" or count >= max_opcodes:
+                    return protocol
+    except Exception:  # noqa: BLE001 - genops raises ValueError and others on bytes that are not a pickle
+        return None
+    return None
+
+
+def _refuse_other_format(path: Path, head: bytes) -> None:
+    """``WeightsError`` for a file that is neither of torch.save's formats, saying what it is."""
+    protocol = _pickle_protocol(path)
+    if protocol is not None:
+        raise WeightsError(f"{path}: refused: a plain Python pickle (protocol {protocol}), not written by torch.save; "
+                           f"sisr never unpickles arbitrary objects (save the state_dict with torch.save)")
+    if head[:1] == b"\x80":
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (a damaged pickle, or one not written by torch.save)")
+    raise WeightsError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
 
 
 def unwrap_state_dict(obj: Any, source: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
