@@ -1,9 +1,10 @@
 """Training throughput (iterations/s) of every registry model at its recipe's batch and patch.
 
-Each model is built at full size from its recipe (``src/sisr/recipes/<model>.yaml``, LR patch
-and batch; ``--scale``, default 2) and trained on random batches with the engine's own step
-(:class:`sisr.training.trainer.TrainStep`: forward, L1, backward, Adam step), so the figures are
-those of ``sisr train`` without the data pipeline (measured separately, last table). Columns:
+Each model is built at full size from its recipe (``src/sisr/training/recipes/<model>.yaml``, LR patch
+and batch; ``--scale``, default 2) by the engine's own factory (``sisr.training.parts.build_training_parts``:
+model, optimizer, loss, the column's precision / channels_last / compile) and trained on random batches
+with its step (``parts.make_step()``: forward, L1, backward, Adam step), so the figures are those of
+``sisr train`` without the data pipeline (measured separately, last table). Columns:
 
 * ``fp32``: eager, float32 (the reference);
 * ``optimised``: bf16 autocast and channels_last (the training engine's ``train.precision=bf16
@@ -57,7 +58,8 @@ from pathlib import Path
 import torch
 
 from sisr.training.config import load_config
-from sisr.training.trainer import TrainStep, make_optimizer, resolve_device, train
+from sisr.training.parts import build_training_parts
+from sisr.training.trainer import resolve_device, train
 from sisr.training.log import read_log
 from sisr.models import count_parameters, create_model, get_info, has_parameters, list_models
 from sisr.utils.device import synchronize
@@ -89,16 +91,12 @@ class Variant:
     """One column's network, optimizer and step on fixed random batches."""
 
     def __init__(self, name: str, scale: int, batch: int, patch: int, column: dict, device: torch.device):
-        cfg = load_config(name, [f"model.scale={scale}"])
-        torch.manual_seed(0)
-        net = create_model(name, scale=scale).to(device)
-        if column["channels_last"]:
-            net.to(memory_format=torch.channels_last)
-        net.train()
-        optimizer = make_optimizer(cfg, [p for p in net.parameters() if p.requires_grad])
-        forward = torch.compile(net) if column["compile"] else net
-        self.step = TrainStep(forward, optimizer, device=device, precision=column["precision"],
-                              channels_last=column["channels_last"])
+        cfg = load_config(name, [f"model.scale={scale}", "train.seed=0", f"train.precision={column['precision']}",
+                                 f"train.channels_last={str(column['channels_last']).lower()}",
+                                 f"train.compile={str(column['compile']).lower()}"])
+        parts = build_training_parts(cfg, device, data=False)  # the engine's model, optimizer and loss
+        parts.model.train()
+        self.step = parts.make_step()
         self.device = device
         gen = torch.Generator().manual_seed(0)
         self.lr = torch.rand(batch, 3, patch, patch, generator=gen)
@@ -185,7 +183,8 @@ def loss_run(name: str, scale: int, column: dict, *, iterations: int, log_every:
              workdir: Path) -> dict:
     """One fixed-seed training run through the engine; its logged losses and wall time."""
     overrides = [f"model.scale={scale}", f"data.hr=[{data.resolve()}]", "data.workers=0",
-                 f"data.cache_dir={cache_dir}", "val.every=0", "val.at_start=false", f"log.every={log_every}",
+                 f"data.cache_dir={cache_dir}", "val.set=null", "val.every=0", "val.at_start=false",
+                 f"log.every={log_every}",
                  "log.plots=false", "log.tensorboard=false", f"train.iterations={iterations}",
                  f"train.checkpoint_every={iterations}", f"train.seed={seed}", f"train.device={device}",
                  f"train.precision={column['precision']}",
@@ -257,7 +256,7 @@ def _print_loss_table(rows: list[dict]) -> None:
               f"| {r['it_per_s_ratio']:.2f}x | {'yes' if r['within_target'] else 'NO'} |")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", help="registry names (default: every trainable model)")
     parser.add_argument("--scale", type=int, default=2)
@@ -287,17 +286,14 @@ def main() -> int:
     loss.add_argument("--loss-patch", type=int, default=48)
     loss.add_argument("--loss-seed", type=int, default=1)
     args = parser.parse_args()
-    if args.compile:
-        COLUMNS["optimised"] = dict(COLUMNS["optimised"], compile=True)
     if args.json.exists() and not args.overwrite:
         parser.error(f"{args.json} exists (use --overwrite or --json)")
     if args.loss_check and not (args.data and args.data.is_dir()):
         parser.error(f"--loss-check needs training images: {args.data} is not a folder (--data)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    models = args.models or trainable_models()
+    return args
 
+
+def throughput_rows(args, models: list[str], device: torch.device) -> list[dict]:
     rows = []
     for name in models if args.repeats > 0 else []:
         cfg = load_config(name, [f"model.scale={args.scale}"])
@@ -316,38 +312,46 @@ def main() -> int:
                                  skip_emulated_bf16=not args.cpu_bf16 and native_cpu_bf16() is False)
         rows.append(row)
         _print_table(rows, args.columns)
+    return rows
 
+
+def main() -> int:
+    args = parse_args()
+    if args.compile:
+        COLUMNS["optimised"] = dict(COLUMNS["optimised"], compile=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    models = args.models or trainable_models()
+    rows = throughput_rows(args, models, device)
     loss_rows = [loss_check(name, args, device) for name in models] if args.loss_check else []
-
     data_rows = []
     if args.data and args.data.is_dir() and args.repeats > 0:
         for workers in args.data_workers:
             data_rows.append(data_throughput(args.data, args.scale, 48 if args.scale <= 2 else 32, 16, workers, 30,
                                              args.cache_dir))
     result = {
-        "benchmark": "train_throughput",
-        "device": str(device),
+        "benchmark": "train_throughput", "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
         platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu_native_bf16": native_cpu_bf16() if device.type == "cpu" else None,
-        "python": platform.python_version(),
-        "command": " ".join(sys.argv),
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "columns": {c: COLUMNS[c] for c in args.columns},
-        "rows": rows,
-        "loss_check": loss_rows,
-        "data_pipeline": data_rows,
+        "python": platform.python_version(), "command": " ".join(sys.argv), "warmup": args.warmup,
+        "repeats": args.repeats, "columns": {c: COLUMNS[c] for c in args.columns}, "rows": rows,
+        "loss_check": loss_rows, "data_pipeline": data_rows,
     }
+    report(args, result)
+    return 0
+
+
+def report(args, result: dict) -> None:
     print()
-    if rows:
-        _print_table(rows, args.columns, final=True)
-    if loss_rows:
+    if result["rows"]:
+        _print_table(result["rows"], args.columns, final=True)
+    if result["loss_check"]:
         print()
-        _print_loss_table(loss_rows)
-    for d in data_rows:
+        _print_loss_table(result["loss_check"])
+    for d in result["data_pipeline"]:
         print(f"data pipeline ({args.data.name}, x{args.scale}, batch {d['batch']}, patch {d['patch']}, "
               f"{d['workers']} workers): {d['batches_per_s']:.1f} batches/s "
               f"(first preparation {d['prepare_s']:.1f} s for {d['images']} images)")
@@ -356,7 +360,6 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.json, json.dumps(result, indent=2) + "\n", overwrite=args.overwrite)
     print(f"wrote {args.json}")
-    return 0
 
 
 def _print_table(rows: list[dict], columns: list[str], final: bool = False) -> None:

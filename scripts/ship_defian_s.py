@@ -79,6 +79,7 @@ def main() -> int:
         first = scale == args.scales[0]
         iterations = args.iterations_x2 if first else args.iterations_finetune
         overrides = [f"model.scale={scale}", f"data.hr=[{', '.join(hr)}]", f"val.root={data}",
+                     "val.set=BSD200:190-199",  # held out of training (the recipes validate on DIV2K:801-810)
                      f"train.iterations={iterations}", f"train.batch_size={args.batch_size}",
                      f"schedule.step={max(iterations // 2, 1)}", f"val.every={max(iterations // 10, 1)}",
                      f"train.checkpoint_every={max(iterations // 20, 1)}", f"train.device={device}"]

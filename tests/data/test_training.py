@@ -117,7 +117,7 @@ def test_on_the_fly_lr_is_made_once_and_cached(tmp_path, monkeypatch):
     pairs = prepare_pairs([tmp_path / "imgs"], 2, 8, cache_dir=cache)
     assert [p.name for p in pairs] == ["a.png", "sub/b.png"]
     np.testing.assert_array_equal(np.load(pairs[0].lr_npy), degrade(hr, 2, "BI"))
-    np.testing.assert_array_equal(np.load(pairs[0].hr_npy), hr[:30, :28])
+    np.testing.assert_array_equal(np.load(pairs[0].hr_npy), hr)  # the whole image: shared by every scale
     assert pairs[0].lr_size == (15, 14)
 
     def no_decoding(path):
@@ -126,6 +126,10 @@ def test_on_the_fly_lr_is_made_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(sisr_io, "read_image", no_decoding)
     again = prepare_pairs([tmp_path / "imgs"], 2, 8, cache_dir=cache)
     assert [(p.hr_npy, p.lr_npy) for p in again] == [(p.hr_npy, p.lr_npy) for p in pairs]
+    x3 = prepare_pairs([tmp_path / "imgs"], 3, 8, cache_dir=cache)  # HR cached once per image, not per scale
+    assert [p.hr_npy for p in x3] == [p.hr_npy for p in pairs]
+    assert x3[0].lr_npy != pairs[0].lr_npy and x3[0].lr_size == (10, 9)
+    assert len(list(cache.rglob("*.npy"))) == 2 + 2 * 2
 
 
 def test_degradations_bd_and_dn_with_fixed_noise(tmp_path):
@@ -227,3 +231,71 @@ def test_reads_the_layout_written_by_sisr_degrade(tmp_path):
     assert [p.name for p in pairs] == ["a.png", "sub/b.png"]
     np.testing.assert_array_equal(np.load(pairs[1].lr_npy),
                                   read_image(tmp_path / "prepared" / "LR_DN" / "X3" / "sub" / "bx3.png"))
+
+
+def test_a_cache_entry_changed_in_place_is_rebuilt(tmp_path, monkeypatch):
+    from sisr.data import training as training_module
+
+    rng = np.random.default_rng(0)
+    hr = _random(rng, 24, 28)
+    write_image(tmp_path / "imgs" / "a.png", hr)
+    cache = tmp_path / "cache"
+    (pair,) = prepare_pairs([tmp_path / "imgs"], 2, 8, cache_dir=cache)
+    expected = np.load(pair.lr_npy)
+    size = pair.lr_npy.stat().st_size
+    np.save(pair.lr_npy, np.zeros_like(expected))  # same size, valid .npy, other pixels
+    assert pair.lr_npy.stat().st_size == size
+    monkeypatch.setattr(training_module, "_VERIFIED", set())  # as a new process
+    with pytest.warns(TrainingDataWarning, match=r"training cache entry .*\.npy changed since it was written; "
+                                                 r"rebuilding it"):
+        (again,) = prepare_pairs([tmp_path / "imgs"], 2, 8, cache_dir=cache)
+    np.testing.assert_array_equal(np.load(again.lr_npy), expected)
+    lr, _ = PatchDataset([again], 2, 8, augment=False)[0]
+    assert lr.max() > 0
+    touched = again.lr_npy.stat().st_mtime_ns
+    import os
+    os.utime(again.lr_npy, ns=(touched + 10**9, touched + 10**9))  # a new time, the same content: kept
+    monkeypatch.setattr(training_module, "_VERIFIED", set())
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_pairs([tmp_path / "imgs"], 2, 8, cache_dir=cache)
+
+
+def test_patches_map_each_cache_file_once_per_process(tmp_path, monkeypatch):
+    import pickle
+
+    from sisr.data import training as training_module
+
+    folder = _pair_folder(tmp_path, 2, [(20, 22), (24, 18)])
+    pairs = prepare_pairs([folder / "HR"], 2, 8, lr_dir=folder / "LR_bicubic", cache_dir=tmp_path / "cache")
+    opened = []
+    real = training_module.map_npy
+    monkeypatch.setattr(training_module, "map_npy", lambda path: opened.append(path) or real(path))
+    ds = PatchDataset(pairs, 2, 8, seed=3)
+    first = [ds[i] for i in range(40)]
+    assert sorted(map(str, opened)) == sorted(str(p) for pair in pairs for p in (pair.lr_npy, pair.hr_npy))
+    copy = pickle.loads(pickle.dumps(ds))  # a spawned worker maps the files itself
+    assert copy._maps == {}
+    for (l1, h1), (l2, h2) in zip(first, (copy[i] for i in range(40))):
+        assert torch.equal(l1, l2) and torch.equal(h1, h2)
+    assert not np.asarray(ds.arrays(0)[0]).flags.writeable
+
+
+def test_the_data_loader_benchmark_runs_and_writes_its_table(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from testing_utils import REPO
+
+    out = tmp_path / "loader.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "data_loader.py"), "--images", "1", "--size",
+                           "240x200", "--batches", "1", "--rounds", "1", "--json", str(out)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["scale"] for r in rows] == [2, 3, 4]
+    assert all(r[k]["samples_per_cpu_s"] > 0 for r in rows for k in ("old", "new", "new-float"))
+    assert "| x4 | 48 (192) |" in proc.stdout

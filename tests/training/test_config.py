@@ -190,3 +190,79 @@ def test_auto_cpu_path_compiles_long_cpu_runs_and_uses_channels_last_otherwise()
     explicit = load_config("defian-s", ["train.iterations=5000", "train.compile=false", "train.channels_last=false"])
     assert resolve_cpu_path(explicit, cpu, 10**6) == (False, False)
     assert resolve_cpu_path(load_config("rcan", ["train.compile=true", "train.iterations=10"]), cpu, 1) == (True, False)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.hparams={n_feats: -3}", "^override 'model.hparams={n_feats: -3}': model.hparams: model 'edsr-baseline': "
+                                    "n_feats must be a non-negative integer, got -3$"),
+    ("model.hparams={n_feats: 2.5}", "n_feats must be a non-negative integer, got 2.5"),
+    ("model.hparams={res_scale: .nan}", "res_scale must be a finite number, got nan"),
+    ("optim.lr=.nan", r"^override 'optim.lr=.nan': optim.lr: expected a finite number, got nan$"),
+    ("optim.lr=.inf", r"^override 'optim.lr=.inf': optim.lr: expected a finite number, got inf$"),
+    ("schedule.gamma=-.inf", "schedule.gamma: expected a finite number"),
+    ("model.scale=x2", r"^override 'model.scale=x2': model.scale: expected an integer, got str 'x2'$"),
+    ("val.set=Set14", r"val.set: 'Set14' is the benchmark test set 'Set14': weights chosen on a test set"),
+    ("val.set=bsd100:1-10", "is the benchmark test set 'bsd100'"),
+    ("val.set=/data/benchmark/Urban100", "is the benchmark test set 'Urban100'"),
+    ("val.set=BSD200:10-5", r"val.set: 'BSD200:10-5': FIRST-LAST must satisfy 1 <= FIRST <= LAST"),
+    ("train.loss=huber", "train.loss: unknown loss 'huber'; registered: charbonnier, l1, mse"),
+    ("train.accumulate=3", "train.accumulate: 3 micro-batches do not divide train.batch_size 16"),
+    ("train.time_limit_s=0", r"train.time_limit_s: must be positive \(or null\)"),
+])
+def test_bad_values_are_one_line_errors_naming_the_override(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config("edsr-baseline", [override])
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_errors_name_the_file_for_its_own_keys_and_the_override_for_overridden_ones(tmp_path):
+    path = _write(tmp_path, {**MINIMAL, "optim": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match=r"c\.yaml: optim.lr: expected a number"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^override 'optim.lr=-1': optim.lr: must be positive"):
+        load_config(path, ["optim.lr=-1"])
+    with pytest.raises(ConfigError, match=r"^override 'schedule.milestones=\[5\]': schedule: give either step"):
+        load_config("edsr-baseline", ["schedule.milestones=[5]"])  # the recipe's schedule.step stays
+    with pytest.raises(ConfigError, match=r"^override 'optim.lrr=1': unknown key 'optim.lrr'"):
+        load_config("edsr-baseline", ["optim.lrr=1"])
+
+
+def test_recipes_validate_on_a_held_out_slice_never_a_test_set():
+    for name in list_recipes():
+        cfg = load_config(name)
+        assert cfg.val.set == "DIV2K:801-810", name
+    assert load_config(MINIMAL).val.set is None  # no validation unless a set is named
+    cfg = load_config("defian-s", ["val.set=BSD200:190-199", "train.loss=charbonnier", "train.accumulate=4",
+                                   "train.time_limit_s=3600"])
+    assert (cfg.val.set, cfg.train.loss, cfg.train.accumulate, cfg.train.time_limit_s) == (
+        "BSD200:190-199", "charbonnier", 4, 3600.0)
+
+
+def test_a_checkpoint_config_of_an_earlier_version_compares_with_todays_defaults():
+    from sisr.training.config import normalised
+
+    today = load_config(MINIMAL).to_dict()
+    earlier = {k: dict(v) if isinstance(v, dict) else v for k, v in today.items()}
+    for key in ("accumulate", "time_limit_s", "tf32"):  # keys an earlier version did not have
+        del earlier["train"][key]
+    assert resume_conflicts(normalised(earlier), today) == []
+    earlier["optim"]["lr"] = 1e-3
+    assert resume_conflicts(normalised(earlier), today) == ["optim.lr"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_feats": -1}, "n_feats must be a non-negative integer, got -1"),
+    ({"n_feats": 0}, r"n_feats=0 gives empty layers \(head.0.weight\); sizes must be positive"),
+    ({"n_feats": "64"}, "n_feats must be a non-negative integer, got '64'"),
+    ({"res_scale": float("inf")}, "res_scale must be a finite number, got inf"),
+    ({"scale": "x2"}, r"scale must be an integer \(2, 3, 4, 8\); got 'x2'"),
+    ({"scale": 2.5}, "scale must be an integer"),
+])
+def test_create_model_refuses_bad_sizes_and_scales_with_a_model_error(kwargs, message):
+    from sisr import create_model
+    from sisr.errors import ModelError
+
+    kwargs = {"scale": 2, **kwargs}
+    with pytest.raises(ModelError, match=message):
+        create_model("edsr-baseline", **kwargs)
+    assert create_model("defian-s", scale=2, endec_depth=0, n_channels=16, n_blocks=1, n_modules=1) is not None

@@ -106,6 +106,46 @@ def test_a_run_folder_without_a_checkpoint_counts_as_empty(data, tmp_path, capsy
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["000000003", "latest.json"]
 
 
+def test_resume_without_latest_json_takes_the_newest_complete_checkpoint_and_deletes_nothing(data, tmp_path, capsys):
+    cfg = _config(data, train={"keep_checkpoints": 3}, val={"every": 6})
+    run = train(cfg, run_dir=tmp_path / "run")
+    best = (run / "best.safetensors").read_bytes()
+    (run / "checkpoints" / "latest.json").unlink()
+    (run / "checkpoints" / "000000012" / "state.pt").write_bytes(b"torn")  # the newest is not complete
+    resumed = train(None, ["train.iterations=14"], run_dir=run, resume=True)
+    err = capsys.readouterr().err
+    assert "latest.json is missing: resuming from the newest complete checkpoint (iteration 6)" in err
+    assert "afresh" not in err
+    assert _pointer(resumed) == 14 and (run / "best.safetensors").read_bytes() != b""
+    assert [r["iteration"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+            if r["type"] == "val"][:1] == [6]  # the log up to the checkpoint is kept
+    straight = train(_config(data, train={"keep_checkpoints": 3, "iterations": 14}, val={"every": 6}),
+                     run_dir=tmp_path / "straight")
+    assert _same_file_weights(resumed / "latest.safetensors", straight / "latest.safetensors")
+    assert best  # (read before)
+
+
+def test_resume_with_no_complete_checkpoint_is_refused_and_changes_nothing(data, tmp_path):
+    run = train(_config(data, train={"iterations": 6}, val={"every": 6}), run_dir=tmp_path / "run")
+    (run / "checkpoints" / "latest.json").unlink()
+    (run / "checkpoints" / "000000006" / "model.safetensors").unlink()
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    with pytest.raises(TrainingError, match="no checkpoint to resume .latest.json missing and no complete checkpoint "
+                                            "folder.; nothing was changed"):
+        train(None, ["train.iterations=8"], run_dir=run, resume=True)
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+
+
+def test_a_commit_record_pointing_outside_the_run_is_refused(data, tmp_path):
+    run = train(_config(data, train={"iterations": 6}, val={"every": 0}), run_dir=tmp_path / "run")
+    outside = tmp_path / "elsewhere"
+    (run / "checkpoints" / "000000006").rename(outside)
+    (run / "checkpoints" / "latest.json").write_text(json.dumps({"iteration": 6, "dir": "../../elsewhere"}))
+    with pytest.raises(CheckpointError, match=r"latest.json: refused: names '../../elsewhere', not a checkpoint "
+                                              r"folder of this run"):
+        train(None, ["train.iterations=8"], run_dir=run, resume=True)
+
+
 # --------------------------------------------------------------------------- faults in a checkpoint
 
 
@@ -247,8 +287,8 @@ def test_resuming_on_other_training_images_is_refused(data, tmp_path, capsys):
         train(moved, run_dir=run)
     assert str(info.value) == (f"{run}: the training images differ from those the run was trained on (x2.png: "
                                f"HR file of {(tmp_path / 'a/imgs/x2.png').stat().st_size} bytes, LR 16x18, is now "
-                               f"{(tmp_path / 'b/imgs/x2.png').stat().st_size} bytes, LR 16x20); data.hr and "
-                               f"data.root must name the same images to resume")
+                               f"{(tmp_path / 'b/imgs/x2.png').stat().st_size} bytes, LR 16x20); data.hr, "
+                               f"data.root and val.set must name the same images to resume")
     assert _pointer(run) == 6 and not (run / "checkpoints" / "000000012").exists()
 
     state_path = run / "checkpoints" / "000000006" / "state.pt"  # a checkpoint of an earlier version

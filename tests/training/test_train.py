@@ -133,7 +133,8 @@ def test_existing_run_is_resumed_extended_and_protected(data, tmp_path, capsys):
 
     train(_config(data), run_dir=first)  # complete: nothing to do
     assert "already trained to iteration 12" in capsys.readouterr().err
-    with pytest.raises(TrainingError, match=r"holds a run with a different config \(optim.lr\)"):
+    with pytest.raises(TrainingError, match=r"holds a run with a different config \(optim.lr: 0.001 -> 0.0005; "
+                                            r"checkpoint of iteration 12\)"):
         train(_config(data, optim={"lr": 5e-4}), run_dir=first)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
@@ -143,6 +144,21 @@ def test_existing_run_is_resumed_extended_and_protected(data, tmp_path, capsys):
         train(_config(data), run_dir=tmp_path / "nothing", resume=True)
     again = train(None, ["train.iterations=13"], run_dir=first, resume=True)  # the run's own config
     assert json.loads((again / "checkpoints" / "latest.json").read_text())["iteration"] == 13
+
+
+def test_resume_compares_with_the_checkpoints_config_not_an_edited_config_yaml(data, tmp_path):
+    run = train(_config(data, train={"iterations": 6}, val={"every": 0}), run_dir=tmp_path / "run")
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    edited = {**saved, "optim": {**saved["optim"], "lr": 1e-2}, "train": {**saved["train"], "loss": "mse"}}
+    (run / "config.yaml").write_text(yaml.safe_dump(edited))
+    with pytest.raises(TrainingError, match=r"different config \(optim.lr: 0.001 -> 0.01, train.loss: l1 -> mse; "
+                                            r"checkpoint of iteration 6\); these change the weights"):
+        train(None, ["train.iterations=8"], run_dir=run, resume=True)
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["iteration"] == 6  # untouched
+    edited = {**saved, "log": {**saved["log"], "every": 2}}  # keys that do not change the weights may change
+    (run / "config.yaml").write_text(yaml.safe_dump(edited))
+    train(None, ["train.iterations=8"], run_dir=run, resume=True)
+    assert [r["iteration"] for r in _records(run, "train")] == [3, 6, 8]
 
 
 def _run_cli(cfg_path, run_dir):
@@ -336,12 +352,12 @@ def test_resume_restores_ema_and_grad_scaler(data, tmp_path):
 def test_a_second_signal_interrupts_at_once_and_names_the_last_checkpoint(data, tmp_path, monkeypatch):
     real, calls = TrainStep.__call__, {"n": 0}
 
-    def step(self, lr, hr, stop=False):
+    def step(self, lr, hr, **flags):
         calls["n"] += 1
         if calls["n"] == 8:  # after the checkpoint of iteration 6
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)
-        return real(self, lr, hr, stop)
+        return real(self, lr, hr, **flags)
 
     monkeypatch.setattr(TrainStep, "__call__", step)
     with pytest.raises(train_module.TrainingInterrupted) as info:

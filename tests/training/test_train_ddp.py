@@ -29,7 +29,8 @@ cfg, run = load_config(sys.argv[1]), Path(sys.argv[2])
 trainer = Trainer(cfg, run)  # creates the gloo process group from torchrun's environment
 rank, world = trainer.rank, trainer.world_size
 trainer.fit()
-torch.save({"rank": rank, "world": world, "weights": trainer.net.state_dict()}, run.parent / f"rank{rank}.pt")
+torch.save({"rank": rank, "world": world, "weights": trainer.net.state_dict(), "iteration": trainer.iteration,
+            "stop_reason": trainer.stop_reason}, run.parent / f"rank{rank}.pt")
 """
 
 
@@ -70,3 +71,26 @@ def test_two_process_ddp_matches_a_single_process_run(tmp_path):
     torch.manual_seed(1)  # the run's seed: its initial weights
     initial = sisr.create_model("edsr-baseline", scale=2, n_resblocks=1, n_feats=8).state_dict()
     assert max(float((reference[k] - initial[k]).abs().max()) for k in reference) > 1e-3  # it did train
+
+
+def test_a_stop_condition_ends_every_process_at_the_same_iteration(tmp_path):
+    write_noise_images(tmp_path / "train", 4, (36, 40, 3))
+    cfg = tiny_train_config(tmp_path, train={"iterations": 8, "batch_size": 4, "checkpoint_every": 8,
+                                             "time_limit_s": 1e-6}, log={"every": 8})
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), str(cfg_path), str(tmp_path / "ddp" / "run")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # each process asks after iteration 1; the request travels with iteration 2's reduction, read 2 later
+    assert [r["iteration"] for r in ranks] == [4, 4]
+    assert all(r["stop_reason"] == "time limit of 1e-06 s (train.time_limit_s)" for r in ranks)
+    pointer = json.loads((tmp_path / "ddp" / "run" / "checkpoints" / "latest.json").read_text())
+    assert pointer["iteration"] == 4
+    for key, value in ranks[0]["weights"].items():
+        assert torch.equal(value, ranks[1]["weights"][key]), key

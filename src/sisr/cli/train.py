@@ -6,7 +6,9 @@
     torchrun --nproc_per_node 4 -m sisr train --config rcan   # DDP; batch_size is global
 
 Overrides may come before, between or after the options. Stopped by SIGINT/SIGTERM, the run saves
-a checkpoint and exits with 130/143 ("interrupted at iteration N; resume with: ...").
+a checkpoint and exits with 130/143 ("interrupted at iteration N; resume with: ..."); stopped by
+train.time_limit_s, it saves a checkpoint and exits with 0. Warnings are printed as one line each
+("sisr train: warning: ...").
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (f"recipes: {', '.join(list_recipes())}\n"
                      "overrides: dotted keys with YAML values, e.g. train.iterations=1000 val.every=0 "
                      "model.hparams={n_feats: 32}\n"
+                     "validation: a held-out set, never a test set: the recipes' val.set=DIV2K:801-810, or e.g. "
+                     "val.set=BSD200:190-199 (a slice of a training source is held out of training)\n"
                      "An existing run directory with the same config is resumed from its last checkpoint.\n"
                      "Stopped by Ctrl-C or SIGTERM: a checkpoint, then exit status 130 / 143.")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
@@ -50,15 +54,33 @@ def run(args: argparse.Namespace) -> int:
         print(load_config(source, args.overrides).to_yaml(), end="")
         return 0
     import sys
+    import warnings
 
     from ..training.trainer import TrainingInterrupted, train
 
+    shown, warnings.showwarning = warnings.showwarning, one_line_warning
     try:
         run_dir = train(args.config, args.overrides, run_dir=args.run_dir, resume=args.resume)
     except TrainingInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":
             print(f"sisr train: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        warnings.showwarning = shown
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(run_dir)
     return 0
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line for the user (``sisr train: warning: ...``), without the source file and line;
+    torch's and other libraries' warnings keep their category name."""
+    import sys
+
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    own = category.__module__.startswith("sisr") or "sisr" in str(filename).replace("\\", "/").split("/")
+    label = "warning" if own else f"warning ({category.__name__})"
+    try:
+        print(f"sisr train: {label}: {text}", file=file or sys.stderr)
+    except (OSError, ValueError):  # a closed stream: as Python's own showwarning, say nothing
+        pass

@@ -11,6 +11,9 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
+import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -84,7 +87,24 @@ class ModelInfo:
                 f"model '{self.name}' has no hyper-parameter {', '.join(map(repr, unknown))}; "
                 f"valid: {', '.join(sorted(valid)) or 'none'}"
             )
+        self._check_values(overrides)
         return {**self.defaults, **self.scale_defaults.get(scale, {}), **overrides}
+
+    def _check_values(self, overrides: Mapping[str, Any]) -> None:
+        """Types from the builder's annotations: int a non-negative integer, float a finite number, bool a bool."""
+        params = inspect.signature(self.build).parameters
+        for key, value in overrides.items():
+            kind = str(params[key].annotation)
+            if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                need = "a non-negative integer"
+            elif kind == "float" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          and math.isfinite(value)):
+                need = "a finite number"
+            elif kind == "bool" and not isinstance(value, bool):
+                need = "true or false"
+            else:
+                continue
+            raise ModelError(f"model '{self.name}': {key} must be {need}, got {value!r}")
 
     def hparam_names(self) -> set[str]:
         params = inspect.signature(self.build).parameters
@@ -139,8 +159,18 @@ def create_model(name: str, scale: int = 2, **overrides: Any) -> torch.nn.Module
     error). The returned module carries ``sisr_spec`` (a :class:`ModelSpec`).
     """
     info = get_info(name)
+    if isinstance(scale, bool) or not (isinstance(scale, numbers.Integral)
+                                       or (isinstance(scale, float) and scale.is_integer())):
+        raise ModelError(f"model '{info.name}': scale must be an integer ({', '.join(map(str, info.scales))}); "
+                         f"got {scale!r}")
     hp = info.hparams(int(scale), **overrides)
-    model = info.build(scale=int(scale), **hp)
+    with warnings.catch_warnings():  # a 0 size warns from torch's init; refused below with the reason
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        model = info.build(scale=int(scale), **hp)
+    empty = [n for n, p in model.named_parameters() if p.numel() == 0]
+    if empty:
+        zeros = ", ".join(f"{k}=0" for k, v in overrides.items() if v == 0 and not isinstance(v, bool)) or "a size of 0"
+        raise ModelError(f"model '{info.name}': {zeros} gives empty layers ({empty[0]}); sizes must be positive")
     model.sisr_spec = ModelSpec(info.name, int(scale), hp)
     return model
 

@@ -16,11 +16,14 @@ and only then is ``latest.json`` replaced: the commit. A process killed (or a ho
 at any moment leaves either the previous checkpoint or the new one, never a mix; the debris of an
 interrupted checkpoint (an uncommitted folder, ``.part`` files) is removed when the run goes on
 (:func:`clean_run_dir`). Older folders are removed after the commit (``keep`` most recent kept).
+A commit record naming anything but a checkpoint folder of the run is refused; without a record,
+:meth:`RunPaths.newest_complete_checkpoint` finds the newest folder whose files all read.
 
 ``state.pt`` (``torch.save``, read back with ``weights_only=True``) holds what the weights do
 not: iteration, optimizer, scheduler, grad scaler, EMA, the RNG states (python, numpy, torch,
-CUDA), the data order (seed and samples consumed; sampling is a pure function of them) and the
-training set's fingerprint (:func:`training_set_fingerprint`).
+CUDA: restored for the GPUs that exist, :func:`restore_cuda_rng`), the data order (seed and samples
+consumed; sampling is a pure function of them) and the training set's fingerprint
+(:func:`training_set_fingerprint`).
 """
 
 from __future__ import annotations
@@ -67,12 +70,30 @@ class RunPaths:
             return None
         try:
             record = json.loads(self.pointer.read_text(encoding="utf-8"))
-            iteration, folder = int(record["iteration"]), self.checkpoints / str(record["dir"])
+            iteration, name = int(record["iteration"]), str(record["dir"])
         except (ValueError, KeyError, TypeError):
             raise CheckpointError(f"{self.pointer}: damaged checkpoint record") from None
+        folder = self.checkpoints / name
+        inside = folder.resolve().parent == self.checkpoints.resolve()
+        if not name.isdigit() or not inside:  # never follow a record out of the run folder
+            raise CheckpointError(f"{self.pointer}: refused: names '{name}', not a checkpoint folder of this run")
         if not (folder / "state.pt").is_file() or not (folder / "model.safetensors").is_file():
             raise CheckpointError(f"{folder}: checkpoint of iteration {iteration} is incomplete")
         return iteration, folder
+
+    def newest_complete_checkpoint(self) -> tuple[int, Path] | None:
+        """``(iteration, folder)`` of the newest checkpoint folder whose files are all readable (for a run
+        whose commit record is missing), or None."""
+        for folder in reversed(_numbered_folders(self)):
+            if folder.is_symlink() or folder.resolve().parent != self.checkpoints.resolve():
+                continue
+            try:
+                _, _, state = load_checkpoint(folder)
+            except (SisrError, OSError):
+                continue
+            if int(state.get("iteration", -1)) == int(folder.name):
+                return int(folder.name), folder
+        return None
 
 
 def capture_rng() -> dict[str, Any]:
@@ -95,7 +116,16 @@ def restore_rng(state: Mapping[str, Any]) -> None:
                          n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        restore_cuda_rng(state["cuda"])
+
+
+def restore_cuda_rng(saved: Sequence[torch.Tensor]) -> int:
+    """Restore the saved CUDA generator states of the devices that exist (a run may resume on fewer or
+    more GPUs than it saved); return how many were restored."""
+    count = min(len(saved), torch.cuda.device_count())
+    for index in range(count):
+        torch.cuda.set_rng_state(saved[index], index)
+    return count
 
 
 def _tuples(value: Any) -> Any:
@@ -122,6 +152,11 @@ def save_checkpoint(paths: RunPaths, iteration: int, *, model: torch.nn.Module, 
     publish_latest(paths, folder)
     remove_stale_checkpoints(paths, iteration, keep)
     return folder
+
+
+def commit(paths: RunPaths, iteration: int, folder: Path) -> None:
+    """Make checkpoint ``folder`` the run's latest (``latest.json``, replaced atomically and durably)."""
+    _commit(paths, iteration, folder)
 
 
 def _commit(paths: RunPaths, iteration: int, folder: Path) -> None:

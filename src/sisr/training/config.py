@@ -8,7 +8,8 @@ schedules that differ per scale). ``load_config`` takes a file, a shipped recipe
 checks every key and type: an unknown key or a wrong type is a ``ConfigError`` naming the dotted
 key. A flow mapping written without the space YAML requires after a colon (``{n_feats:32}``) is
 read as ``{n_feats: 32}``. Numbers written ``1e-4`` or ``2e5`` (strings to PyYAML's YAML 1.1 rules) are accepted for
-number keys.
+number keys; non-finite numbers (``.nan``, ``.inf``) are not. An error caused by an override names the override
+(``override 'optim.lr=.nan': ...``), otherwise the file. ``val.set`` never names a benchmark test set.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -57,7 +59,7 @@ class DataConfig:
 @dataclass
 class ValConfig:
     every: int = 1000  # iterations between validations; 0 = never
-    set: str = "Set5"
+    set: str | None = None  # a folder (<root>/<set>/HR or a path) or a slice NAME:FIRST-LAST; None: no validation
     root: str | None = None  # folder holding <set>/HR (default: $SISR_DATASETS, ./datasets, ../shared/datasets)
     tile: int | None = None  # LR tile size for networks too large for whole images
     at_start: bool = False  # also validate the initial weights (iteration 0)
@@ -83,7 +85,8 @@ class ScheduleConfig:
 class TrainConfig:
     iterations: int = 300_000
     batch_size: int = 16  # global: split evenly over the DDP processes
-    loss: Literal["l1", "mse"] = "l1"
+    loss: str = "l1"  # a name in sisr.training.losses (l1, mse, charbonnier, or registered)
+    accumulate: int = 1  # micro-batches per step: the batch (B / processes) is split in K parts, summed gradients
     seed: int = 1
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast (fp16 with a GradScaler)
@@ -94,6 +97,8 @@ class TrainConfig:
     max_nonfinite: int = 10  # consecutive non-finite losses (skipped steps) before the run stops
     checkpoint_every: int = 1000
     keep_checkpoints: int = 1
+    time_limit_s: float | None = None  # stop cleanly (checkpoint, validation) after this many seconds of training
+    tf32: bool = True  # CUDA: TF32 matmuls and convolutions (Ampere and later); no effect elsewhere
 
 
 @dataclass
@@ -124,8 +129,8 @@ class Config:
 
 # keys that may change when a run is resumed (they do not change the trained weights)
 RESUME_SAFE = ("train.iterations", "train.checkpoint_every", "train.keep_checkpoints", "train.device",
-               "train.max_nonfinite", "data.workers", "data.cache_dir", "data.root", "val", "log", "run_dir",
-               "source")
+               "train.max_nonfinite", "train.time_limit_s", "data.workers", "data.cache_dir", "data.root", "val",
+               "log", "run_dir", "source")
 
 
 def list_recipes() -> list[str]:
@@ -158,12 +163,35 @@ def load_config(source: str | os.PathLike | Mapping[str, Any] | Config,
                 raise ConfigError(f"{path}: no such config file")
             path = recipe_path(str(source))
         raw, where = read_yaml(path), str(path)
+    origins = {}
     for item in overrides:
         key, value = parse_override(item)
-        set_dotted(raw, key, value, where="override")
+        set_dotted(raw, key, value, where=f"override '{item}'")
+        origins[key] = item
     raw = _apply_per_scale(raw, overrides, where)
     raw.setdefault("source", where)
-    return from_dict(raw, where)
+    return from_dict(raw, Where(where, origins))
+
+
+class Where:
+    """The origin of a dotted key for error messages: ``override '<item>'`` when an override set it (or a section
+    holding it), else the file or "config"."""
+
+    def __init__(self, source: str, overrides: Mapping[str, str] | None = None):
+        self.source, self.overrides = source, dict(overrides or {})
+
+    def __call__(self, path: str) -> str:
+        for key, item in reversed(self.overrides.items()):
+            if path == key or path.startswith((key + ".", key + "[")) or key.startswith(path + "."):
+                return f"override '{item}'"
+        return self.source
+
+    def __str__(self) -> str:
+        return self.source
+
+
+def _at(where: "Where | str", path: str) -> str:
+    return where(path) if isinstance(where, Where) else str(where)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -257,7 +285,7 @@ def _apply_per_scale(raw: dict[str, Any], overrides: Sequence[str], where: str) 
     merged = _deep_merge(raw, extra)
     for item in overrides:  # explicit overrides win over the per-scale settings
         key, value = parse_override(item)
-        set_dotted(merged, key, value, where="override")
+        set_dotted(merged, key, value, where=f"override '{item}'")
     return merged
 
 
@@ -271,7 +299,7 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def from_dict(raw: Mapping[str, Any], where: str = "config") -> Config:
+def from_dict(raw: Mapping[str, Any], where: "Where | str" = "config") -> Config:
     """Convert and validate a nested mapping (dotted key paths in every error)."""
     cfg = _build(Config, raw, "", where)
     check(cfg, where)
@@ -280,7 +308,7 @@ def from_dict(raw: Mapping[str, Any], where: str = "config") -> Config:
 
 def _build(cls, raw: Any, path: str, where: str):
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: {path or 'config'}: expected a mapping, got {_describe(raw)}")
+        raise ConfigError(f"{_at(where, path)}: {path or 'config'}: expected a mapping, got {_describe(raw)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -289,7 +317,7 @@ def _build(cls, raw: Any, path: str, where: str):
         if key not in hints:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(names)})"
-            raise ConfigError(f"{where}: unknown key '{dotted}'{hint}")
+            raise ConfigError(f"{_at(where, dotted)}: unknown key '{dotted}'{hint}")
         kwargs[key] = _convert(value, hints[key], dotted, where)
     return cls(**kwargs)
 
@@ -311,7 +339,7 @@ def _convert(value: Any, hint: Any, path: str, where: str) -> Any:
         raise errors[0]
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {path}: expected one of {', '.join(map(str, args))}; got {value!r}")
+            raise ConfigError(f"{_at(where, path)}: {path}: expected one of {', '.join(map(str, args))}; got {value!r}")
         return value
     if origin is list:
         if isinstance(value, tuple):
@@ -319,39 +347,41 @@ def _convert(value: Any, hint: Any, path: str, where: str) -> Any:
         if not isinstance(value, list):
             if hint == list[str] and isinstance(value, str):
                 return [value]
-            raise ConfigError(f"{where}: {path}: expected a list, got {_describe(value)}")
+            raise ConfigError(f"{_at(where, path)}: {path}: expected a list, got {_describe(value)}")
         return [_convert(v, args[0], f"{path}[{i}]", where) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: {path}: expected a mapping, got {_describe(value)}")
+            raise ConfigError(f"{_at(where, path)}: {path}: expected a mapping, got {_describe(value)}")
         return {str(k): v for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {path}: expected true or false, got {_describe(value)}")
+            raise ConfigError(f"{_at(where, path)}: {path}: expected true or false, got {_describe(value)}")
         return value
     if hint is int:
         if isinstance(value, str):  # "2e5": a string to YAML 1.1
             try:
                 value = float(value) if not value.strip().lstrip("+-").isdigit() else int(value)
             except ValueError:
-                raise ConfigError(f"{where}: {path}: expected an integer, got {_describe(value)}") from None
+                raise ConfigError(f"{_at(where, path)}: {path}: expected an integer, got {_describe(value)}") from None
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             return int(value)  # 2e5 written in floating-point notation
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{where}: {path}: expected an integer, got {_describe(value)}")
+            raise ConfigError(f"{_at(where, path)}: {path}: expected an integer, got {_describe(value)}")
         return value
     if hint is float:
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: {path}: expected a number, got {_describe(value)}")
+            raise ConfigError(f"{_at(where, path)}: {path}: expected a number, got {_describe(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{_at(where, path)}: {path}: expected a finite number, got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: {path}: expected a string, got {_describe(value)}")
+            raise ConfigError(f"{_at(where, path)}: {path}: expected a string, got {_describe(value)}")
         return value
     if hint is Any:
         return value
@@ -363,13 +393,21 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) < 40 else text[:37] + '...'}"
 
 
-def check(cfg: Config, where: str = "config") -> None:
+def check(cfg: Config, where: "Where | str" = "config") -> None:
     """Checks across keys and against the model registry."""
+    def fail(key: str, problem: str) -> None:
+        raise ConfigError(f"{_at(where, key)}: {key}: {problem}")
+
+    _check_model(cfg, fail)
+    _check_ranges(cfg, fail)
+    _check_schedule_and_optim(cfg, fail)
+    _check_validation(cfg, fail)
+
+
+def _check_model(cfg: Config, fail) -> None:
     from ..errors import ModelError
     from ..models import get_info, has_parameters
-
-    def fail(key: str, problem: str) -> None:
-        raise ConfigError(f"{where}: {key}: {problem}")
+    from .losses import get_loss
 
     if not cfg.model.name:
         fail("model.name", "missing (a registry model, e.g. edsr-baseline)")
@@ -377,29 +415,46 @@ def check(cfg: Config, where: str = "config") -> None:
         info = get_info(cfg.model.name)
         info.hparams(cfg.model.scale, **cfg.model.hparams)
     except ModelError as exc:
-        raise ConfigError(f"{where}: model: {exc}") from None
+        key = "model.hparams" if cfg.model.hparams and "hyper-parameter" not in str(exc) else "model"
+        fail(key, str(exc))
     if not has_parameters(info.name):
         fail("model.name", f"'{info.name}' has no parameters: there is nothing to train")
     cfg.model.name = info.name
     if cfg.train.precision not in info.train_precisions:
         fail("train.precision", f"'{info.name}' supports {', '.join(info.train_precisions)}, not {cfg.train.precision}")
+    try:
+        get_loss(cfg.train.loss)
+    except ConfigError as exc:
+        fail("train.loss", str(exc))
+
+
+def _check_ranges(cfg: Config, fail) -> None:
     if cfg.train.seed < 0:
         fail("train.seed", f"must not be negative, got {cfg.train.seed}")
     for key, value in (("data.patch_size", cfg.data.patch_size), ("data.iterations_per_epoch",
                        cfg.data.iterations_per_epoch), ("train.iterations", cfg.train.iterations),
                        ("train.batch_size", cfg.train.batch_size), ("train.checkpoint_every",
                        cfg.train.checkpoint_every), ("train.keep_checkpoints", cfg.train.keep_checkpoints),
-                       ("train.max_nonfinite", cfg.train.max_nonfinite), ("log.every", cfg.log.every)):
+                       ("train.max_nonfinite", cfg.train.max_nonfinite), ("log.every", cfg.log.every),
+                       ("train.accumulate", cfg.train.accumulate)):
         if value < 1:
             fail(key, f"must be at least 1, got {value}")
     for key, value in (("val.every", cfg.val.every), ("data.workers", cfg.data.workers),
                        ("optim.weight_decay", cfg.optim.weight_decay), ("data.noise_level", cfg.data.noise_level)):
         if value < 0:
             fail(key, f"must not be negative, got {value}")
+    if cfg.train.batch_size % cfg.train.accumulate:
+        fail("train.accumulate", f"{cfg.train.accumulate} micro-batches do not divide train.batch_size "
+                                 f"{cfg.train.batch_size}")
+    if cfg.train.time_limit_s is not None and cfg.train.time_limit_s <= 0:
+        fail("train.time_limit_s", f"must be positive (or null), got {cfg.train.time_limit_s}")
     if not cfg.data.hr:
         fail("data.hr", "no training images given (folders or files, e.g. data.hr=[DIV2K])")
     if cfg.val.tile is not None and cfg.val.tile < 1:
         fail("val.tile", f"must be at least 1, got {cfg.val.tile}")
+
+
+def _check_schedule_and_optim(cfg: Config, fail) -> None:
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
         fail("optim.betas", f"expected two numbers in [0, 1), got {cfg.optim.betas}")
     if cfg.optim.lr <= 0 or cfg.optim.eps <= 0:
@@ -418,6 +473,18 @@ def check(cfg: Config, where: str = "config") -> None:
         fail("train.grad_clip", f"must be positive (or null), got {cfg.train.grad_clip}")
 
 
+def _check_validation(cfg: Config, fail) -> None:
+    """``val.set``: a slice or folder spec that is not a benchmark test set (files are checked at the start)."""
+    from ..data.splits import ValSetError, parse_val_set
+
+    if cfg.val.set is None:
+        return
+    try:
+        parse_val_set(cfg.val.set)
+    except ValSetError as exc:
+        fail("val.set", str(exc))
+
+
 def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts."""
     keys = []
@@ -434,3 +501,22 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> li
 def resume_conflicts(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Keys that differ and would change the trained weights (not in ``RESUME_SAFE``)."""
     return [k for k in diff(old, new) if not any(k == s or k.startswith(s + ".") for s in RESUME_SAFE)]
+
+
+def normalised(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config (a checkpoint's, maybe of an earlier version) with today's defaults for the keys it lacks."""
+    try:
+        return _build(Config, raw, "", "saved config").to_dict()
+    except (ConfigError, TypeError):
+        return dict(raw)
+
+
+def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], keys: Sequence[str], limit: int = 4) -> str:
+    """``"optim.lr: 0.0001 -> 0.001, train.loss: l1 -> mse"`` for the first ``limit`` keys."""
+    def get(d: Any, key: str) -> Any:
+        for part in key.split("."):
+            d = d.get(part) if isinstance(d, Mapping) else None
+        return d
+
+    shown = [f"{k}: {get(old, k)} -> {get(new, k)}" for k in keys[:limit]]
+    return ", ".join(shown) + (", ..." if len(keys) > limit else "")

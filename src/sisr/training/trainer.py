@@ -3,25 +3,30 @@
 ``train("defian-s")``, ``train("my.yaml", ["optim.lr=2e-4"], run_dir="runs/a")`` or
 ``train(Config(...))``. The loop is iteration-based:
 
+* parts: :func:`sisr.training.parts.build_training_parts` (model, optimizer, schedule, loss, data);
 * data: :mod:`sisr.data.training` (cached patch pairs, sampling a pure function of the seed
-  and the sample index; ``train.batch_size`` is the global batch, split over DDP processes);
-* step: forward under autocast (``train.precision`` bf16, or fp16 with a GradScaler), L1 (or
-  MSE) loss in fp32, backward, optional gradient-norm clipping (``train.grad_clip``), Adam;
-  the learning rate is ``optim.lr * gamma ** (number of decays passed)`` (``schedule``);
-  a non-finite loss skips the step (warned and logged); ``train.max_nonfinite`` in a row stop
-  the run; an optional EMA of the weights (``train.ema``) is updated after each step and is
-  what gets validated and saved as ``best``;
+  and the sample index; ``train.batch_size`` is the global batch, split over DDP processes and,
+  with ``train.accumulate``, into micro-batches); a validation slice (``val.set=DIV2K:801-810``)
+  is held out of training, a test set refused (:mod:`sisr.data.splits`);
+* step: forward under autocast (``train.precision`` bf16, or fp16 with a GradScaler), the loss of
+  ``train.loss`` in fp32 (:mod:`sisr.training.losses`), backward, optional gradient-norm clipping
+  (``train.grad_clip``), Adam; the learning rate follows ``parts.schedule``; a non-finite loss skips the
+  step (warned and logged); ``train.max_nonfinite`` in a row stop the run; an optional EMA of the
+  weights (``train.ema``) is what gets validated and saved as ``best``. The step's values are read
+  two iterations later (no host wait per step);
 * every ``log.every`` iterations a log record (JSONL, CSV, TensorBoard), every ``val.every`` a
-  validation (Y PSNR/SSIM in the papers' convention on ``val.set``, default Set5 at the run's
-  scale), every ``train.checkpoint_every`` a crash-safe checkpoint
-  (:mod:`sisr.training.checkpoint`), and PNG curves in ``plots/``;
+  validation (Y PSNR/SSIM in the papers' convention on ``val.set`` at the run's scale), every
+  ``train.checkpoint_every`` a crash-safe checkpoint (:mod:`sisr.training.checkpoint`), PNG curves
+  in ``plots/``, the environment in ``env.json``;
+* callbacks (:mod:`sisr.training.callbacks`): hooks at each step, validation, and stop conditions
+  (``train.time_limit_s``) that end the run cleanly with a checkpoint;
 * nothing is written to the run directory before the run can start (config, model.init,
   validation set and training data all checked and loaded);
-* an existing run directory with the same config (up to the keys in
+* an existing run directory whose checkpoint was trained with the same config (up to the keys in
   ``config.RESUME_SAFE``) and the same training images (fingerprint) is resumed from its last
-  checkpoint: the weights after resuming equal those of an uninterrupted run (CPU, bitwise); a
-  run directory without a committed checkpoint counts as empty. Ctrl-C / SIGTERM stop after the
-  current iteration with a checkpoint and raise :class:`TrainingInterrupted`;
+  checkpoint (the newest complete one when ``latest.json`` is missing): the weights after resuming
+  equal those of an uninterrupted run (CPU, bitwise); ``--resume`` never starts afresh. Ctrl-C /
+  SIGTERM stop after the current iteration with a checkpoint and raise :class:`TrainingInterrupted`;
 * under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel
   (NCCL on CUDA, gloo on CPU; BatchNorm becomes SyncBatchNorm on CUDA); rank 0 logs,
   validates and checkpoints.
@@ -29,9 +34,9 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import os
-import random
 import signal
 import sys
 import time
@@ -45,14 +50,19 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..errors import ConfigError, SisrError
-from ..models import create_model, get_info
 from ..utils.fs import atomic_write_text
 from ..weights import save_weights
-from .config import Config, load_config, read_yaml, resume_conflicts
-from .checkpoint import (RunPaths, capture_rng, clean_run_dir, fingerprint_mismatch, load_checkpoint,
+from .callbacks import Callback, TimeLimit
+from .config import Config, describe_changes, load_config, normalised, read_yaml, resume_conflicts
+from .checkpoint import (RunPaths, capture_rng, clean_run_dir, commit, fingerprint_mismatch, load_checkpoint,
                          publish_latest, restore_rng, save_checkpoint, training_set_fingerprint)
 from .log import RunLog, plot_runs, summary_writer_class, truncate_logs
-from .step import EMA, StepResult, StopSignals, TrainStep, lr_factor, make_optimizer  # noqa: F401 (public here too)
+from .parts import (AUTO_COMPILE_MIN_ITERATIONS, AUTO_COMPILE_MIN_PARAMETERS, build_training_parts,  # noqa: F401
+                    resolve_cpu_path)
+from .step import (EMA, StepResult, StopSignals, TrainStep, load_optimizer_state, lr_factor,  # noqa: F401
+                   make_optimizer, set_tf32)
+
+RESULT_LAG = 2  # iterations between a step and the reading of its values (the device runs ahead)
 
 
 class TrainingError(SisrError):
@@ -74,12 +84,14 @@ class TrainingInterrupted(TrainingError):
 
 
 def train(config: Config | Mapping[str, Any] | str | os.PathLike | None = None, overrides: Sequence[str] = (), *,
-          run_dir: str | os.PathLike | None = None, resume: bool = False) -> Path:
+          run_dir: str | os.PathLike | None = None, resume: bool = False,
+          callbacks: Sequence[Callback] = ()) -> Path:
     """Train (or resume) a model; return the run directory.
 
     ``config``: a Config, a mapping, a YAML file or a shipped recipe name; ``None`` with
     ``resume=True`` takes the config saved in ``run_dir``. ``resume=True`` requires an existing
-    run; without it an existing run with the same config is resumed too.
+    run with a checkpoint; without it an existing run with the same config is resumed too.
+    ``callbacks``: :class:`sisr.training.callbacks.Callback` objects.
     """
     if config is None:
         if not resume or run_dir is None:
@@ -91,7 +103,7 @@ def train(config: Config | Mapping[str, Any] | str | os.PathLike | None = None, 
     cfg = load_config(config, overrides)
     root = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.name}-x{cfg.model.scale}")
     cfg.run_dir = str(root)
-    trainer = Trainer(cfg, root, resume=resume)
+    trainer = Trainer(cfg, root, resume=resume, callbacks=callbacks)
     return trainer.fit()
 
 
@@ -134,35 +146,30 @@ def load_init(model: torch.nn.Module, path: str | os.PathLike) -> tuple[int, lis
 
 
 class Validator:
-    """Y PSNR/SSIM (papers' convention, shave = scale) of a network on one benchmark set."""
+    """Y PSNR/SSIM (papers' convention, shave = scale) of a network on a validation set.
 
-    def __init__(self, set_name: str, scale: int, *, root: str | None, degradation: str = "BI",
-                 noise_level: float = 30.0, tile: int | None = None, device: torch.device):
-        from ..data.benchmark import BenchmarkSet, DatasetError, default_roots, find_root
-        from ..data.io import image_to_tensor
-        from ..data.training import made_lr
+    ``validation``: a resolved ``val.set`` (:func:`sisr.data.splits.resolve_val_set`); without it ``set_name``
+    is resolved under ``root``. A benchmark-layout set uses its LR files when present; a folder or a slice
+    has its LR made from the mod-cropped HR (``sisr.data.degrade``, the training's fixed-per-image noise for DN).
+    """
 
-        roots = [Path(root)] if root else default_roots()
-        found = find_root([set_name], roots)
-        if found is None:
-            raise ConfigError(f"val.set: {set_name} not found in {', '.join(map(str, roots))} "
-                              f"(set val.root=FOLDER, or val.every=0 to train without validation)")
+    def __init__(self, set_name: str, scale: int, *, root: str | None = None, degradation: str = "BI",
+                 noise_level: float = 30.0, tile: int | None = None, device: torch.device, validation=None):
+        from ..data.splits import ValSetError, resolve_val_set
+
+        if validation is None:
+            try:
+                validation = resolve_val_set(set_name, val_root=root)
+            except ValSetError as exc:
+                raise ConfigError(f"val.set: {exc}") from None
         self.set_name, self.scale, self.tile, self.device = set_name, scale, tile, device
-        try:
-            bench = BenchmarkSet(found, set_name, scale, degradation=degradation, check_border=False)
-            made = False
-        except DatasetError:
-            if degradation == "BI":
-                raise
-            bench = BenchmarkSet(found, set_name, scale, lr_source="resize", check_border=False)
-            made = True
-        self.items = []
-        for item in bench:
-            lr = item.lr
-            if made:  # no prepared BD/DN files: degrade the HR as the training data is
-                lr = made_lr(item.hr, scale, degradation, noise_level, item.hr_path.name)
-            self.items.append((item.name, image_to_tensor(lr), image_to_tensor(item.hr)))
-        self.source = f"{found / set_name} x{scale} {degradation}" + (" (LR made by sisr.data.degrade)" if made else "")
+        if validation.bench_root is not None:
+            self.items, self.source = _benchmark_items(validation.bench_root, validation.name, scale, degradation,
+                                                       noise_level)
+        else:
+            self.items = [_file_item(path, scale, degradation, noise_level) for path in validation.files]
+            self.source = (f"{validation.label}: {len(self.items)} images of {validation.source} x{scale} "
+                           f"{degradation} (LR made by sisr.data.degrade)")
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         from ..metrics import psnr_y_batch, ssim_y_batch
@@ -176,47 +183,58 @@ class Validator:
         return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
 
 
+def _benchmark_items(root: Path, name: str, scale: int, degradation: str, noise_level: float):
+    from ..data.benchmark import BenchmarkSet, DatasetError
+    from ..data.io import image_to_tensor
+    from ..data.training import made_lr
+
+    try:
+        bench, made = BenchmarkSet(root, name, scale, degradation=degradation, check_border=False), False
+    except DatasetError:
+        if degradation == "BI":
+            raise
+        bench, made = BenchmarkSet(root, name, scale, lr_source="resize", check_border=False), True
+    items = []
+    for item in bench:
+        lr = item.lr
+        if made:  # no prepared BD/DN files: degrade the HR as the training data is
+            lr = made_lr(item.hr, scale, degradation, noise_level, item.hr_path.name)
+        items.append((item.name, image_to_tensor(lr), image_to_tensor(item.hr)))
+    source = f"{root / name} x{scale} {degradation}" + (" (LR made by sisr.data.degrade)" if made else "")
+    return items, source
+
+
+def _file_item(path: Path, scale: int, degradation: str, noise_level: float):
+    from ..data.degrade import modcrop, to_rgb
+    from ..data.io import image_to_tensor, read_image
+    from ..data.training import made_lr
+
+    hr = to_rgb(read_image(path))
+    if hr.shape[0] < scale or hr.shape[1] < scale:
+        raise ConfigError(f"val.set: {path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale {scale}")
+    hr = np.ascontiguousarray(modcrop(hr, scale))
+    lr = made_lr(hr, scale, degradation, noise_level, path.name)
+    return path.stem, image_to_tensor(lr), image_to_tensor(hr)
+
+
 # --------------------------------------------------------------------------- the trainer
 
 
-AUTO_COMPILE_MIN_ITERATIONS = 1000  # a CPU compile (14-208 s measured) is repaid within ~150 iterations
-AUTO_COMPILE_MIN_PARAMETERS = 1_000_000  # a tiny EDSR baseline ran 0.32x compiled; every full recipe >= 1.03 M
-
-
-def resolve_cpu_path(cfg: Config, device: torch.device, parameters: int) -> tuple[bool, bool]:
-    """``(compile, channels_last)`` after the auto rules of ``train.compile`` / ``train.channels_last``.
-
-    Measured on the CPU (docs/performance.md, Training): torch.compile 1.19x-3.32x faster per step for
-    every full-size recipe but CSNLN (0.94x), yet 0.32x for a tiny EDSR baseline; channels_last without
-    compile 0.93x-2.66x. So auto compiles CPU runs long enough to repay the compilation, of networks of
-    at least a million parameters whose model allows it (``cpu_train_compile``), and otherwise uses
-    channels_last on the CPU; on other devices both stay off unless asked for.
-    """
-    compile_ = cfg.train.compile
-    if compile_ is None:
-        compile_ = (device.type == "cpu" and cfg.train.iterations >= AUTO_COMPILE_MIN_ITERATIONS
-                    and parameters >= AUTO_COMPILE_MIN_PARAMETERS and get_info(cfg.model.name).cpu_train_compile)
-    channels_last = cfg.train.channels_last
-    if channels_last is None:
-        channels_last = device.type == "cpu" and not compile_
-    return bool(compile_), bool(channels_last)
-
-
 class Trainer:
-    """Holds the state of one run; ``fit()`` trains to ``train.iterations``."""
+    """Holds the state of one run; ``fit()`` trains to ``train.iterations`` (or until a callback stops it)."""
 
-    def __init__(self, cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False):
+    def __init__(self, cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False,
+                 callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
         self.paths = RunPaths(run_dir)
         self.rank, self.world_size, local_rank, self._own_group = _init_distributed(cfg.train.device)
         self.main = self.rank == 0
-        if cfg.train.batch_size % self.world_size:
-            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the "
-                              f"{self.world_size} processes")
+        _check_batch(cfg, self.world_size)
         self.device = resolve_device(cfg.train.device, local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = True
+            set_tf32(cfg.train.tf32)
         checkpoint = self._inspect_run_dir(resume)  # reads only: nothing is written before fit() starts
         if self.main:
             summary_writer_class(cfg.log.tensorboard)  # log.tensorboard=true without the package: now
@@ -224,71 +242,76 @@ class Trainer:
         self.fingerprint: dict[str, Any] | None = None  # of the training images, set by _loader
         self._saved_fingerprint: dict[str, Any] | None = None
         self._committed = checkpoint[0] if checkpoint else None
+        self.callbacks = list(callbacks) + ([TimeLimit(cfg.train.time_limit_s)] if cfg.train.time_limit_s else [])
+        self.stop_reason: str | None = None  # why a callback ended the run early
+        self._build(checkpoint)
 
-        # model, optimizer, schedule (same seed everywhere: DDP also broadcasts rank 0's weights)
-        random.seed(cfg.train.seed)
-        np.random.seed(cfg.train.seed % 2**32)
-        torch.manual_seed(cfg.train.seed)
-        self.net = create_model(cfg.model.name, scale=cfg.model.scale, **cfg.model.hparams)
-        if not any(p.requires_grad for p in self.net.parameters()):
-            raise ConfigError(f"model.name: '{cfg.model.name}' has no trainable parameters")
+    def _build(self, checkpoint: tuple[int, Path] | None) -> None:
+        cfg = self.cfg
+        self.parts = build_training_parts(cfg, self.device)
+        self.net, self.optimizer = self.parts.model, self.parts.optimizer
+        self.schedule, self.scheduler = self.parts.schedule, self.parts.scheduler
         if cfg.model.init and checkpoint is None:
             count, left = load_init(self.net, cfg.model.init)
             self.say(f"initialised {count} tensors from {cfg.model.init}"
                      + (f"; {len(left)} left at their initial values ({', '.join(left[:4])}"
                         f"{', ...' if len(left) > 4 else ''})" if left else ""))
-        self.net.to(self.device)
-        compile_, channels_last = resolve_cpu_path(cfg, self.device, sum(p.numel() for p in self.net.parameters()))
-        if cfg.train.compile is None and compile_:
+        if cfg.train.compile is None and self.parts.compile:
             self.say("train.compile=auto: torch.compile on (a CPU run of >= "
                      f"{AUTO_COMPILE_MIN_ITERATIONS} iterations); the first step compiles (15 s to 3.5 min)")
-        if channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(cfg, [p for p in self.net.parameters() if p.requires_grad])
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(cfg.schedule, it))
         self.ema = EMA(self.net, cfg.train.ema) if cfg.train.ema and self.main else None
         self.iteration, self.best_psnr, self.best_iteration, self.nonfinite = 0, -math.inf, None, 0
         self.last_metrics: dict[str, Any] | None = None
-        self._scaler_state: dict[str, Any] | None = None
-        if checkpoint is not None:
-            self._restore(checkpoint)
+        scaler_state = self._restore(checkpoint) if checkpoint is not None else None
+        forward, ddp = self._forward()
+        self.step = self.parts.make_step(forward, world_size=self.world_size, ddp=ddp)
+        if self.step.scaler is not None and scaler_state:
+            self.step.scaler.load_state_dict(scaler_state)
+        self.net.train()
+        self.validator = self._make_validator()
+
+    def _forward(self) -> tuple[torch.nn.Module | None, Any]:
+        """``(forward, ddp)``: the module the step calls (DDP and/or compiled; None: the plain model, compiled
+        when chosen) and the DDP wrapper (its ``no_sync`` for gradient accumulation)."""
+        if self.world_size == 1:
+            return None, None
+        from torch.nn.parallel import DistributedDataParallel
 
         forward = self.net
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
+        if self.device.type == "cuda":
+            forward = torch.nn.SyncBatchNorm.convert_sync_batchnorm(forward)
+        ddp = DistributedDataParallel(forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return (torch.compile(ddp) if self.parts.compile else ddp), ddp
 
-            if self.device.type == "cuda":
-                forward = torch.nn.SyncBatchNorm.convert_sync_batchnorm(forward)
-            forward = DistributedDataParallel(forward, device_ids=[self.device.index] if self.device.type == "cuda"
-                                              else None)
-        if compile_:
-            forward = torch.compile(forward)
-        self.net.train()
-        self.step = TrainStep(forward, self.optimizer, device=self.device, precision=cfg.train.precision,
-                              loss=cfg.train.loss, grad_clip=cfg.train.grad_clip,
-                              channels_last=channels_last, world_size=self.world_size)
-        if self.step.scaler is not None and self._scaler_state:
-            self.step.scaler.load_state_dict(self._scaler_state)
-
-        self.validator = None
-        if self.main and (cfg.val.every or cfg.val.at_start):
-            self.validator = Validator(cfg.val.set, cfg.model.scale, root=cfg.val.root,
-                                       degradation=cfg.data.degradation, noise_level=cfg.data.noise_level,
-                                       tile=cfg.val.tile, device=self.device)
+    def _make_validator(self) -> Validator | None:
+        cfg = self.cfg
+        if not self.main or not (cfg.val.every or cfg.val.at_start):
+            return None
+        validation = self.parts.data.validation
+        if validation is None:
+            self.say("no validation set (val.set): nothing is validated and no best.safetensors is written; "
+                     "name held-out images, e.g. val.set=DIV2K:801-810")
+            return None
+        return Validator(cfg.val.set, cfg.model.scale, root=cfg.val.root, degradation=cfg.data.degradation,
+                         noise_level=cfg.data.noise_level, tile=cfg.val.tile, device=self.device,
+                         validation=validation)
 
     # ---- run directory and resume
 
     def _inspect_run_dir(self, resume: bool) -> tuple[int, Path] | None:
         """Check the run directory; the checkpoint to resume from, if any. Writes nothing.
 
-        A sisr run directory without a committed checkpoint (a run that failed to start or stopped
-        before its first checkpoint) counts as empty: it is started afresh, whatever its config.
+        A sisr run directory without any complete checkpoint (a run that failed to start or stopped before
+        its first checkpoint) counts as empty and is started afresh, unless ``resume`` asks for a checkpoint.
         """
-        cfg, paths = self.cfg, self.paths
+        paths = self.paths
         _barrier(self.world_size)
         existing = paths.config.is_file()
         occupied = paths.root.exists() and any(paths.root.iterdir())
         checkpoint = paths.latest_checkpoint() if existing else None
+        recovered = existing and checkpoint is None and not paths.pointer.exists()
+        if recovered:  # the commit record is gone: the newest checkpoint whose files all read
+            checkpoint = paths.newest_complete_checkpoint()
         _barrier(self.world_size)
         self._existing = existing
         if not existing:
@@ -299,16 +322,29 @@ class Trainer:
                                     f"choose another run directory")
             return None
         if checkpoint is None:
+            if resume:
+                raise TrainingError(f"{paths.root}: no checkpoint to resume ({paths.pointer.name} missing and no "
+                                    f"complete checkpoint folder); nothing was changed")
             return None
-        conflicts = resume_conflicts(read_yaml(paths.config), cfg.to_dict())
-        if conflicts:
-            shown = ", ".join(conflicts[:4]) + (", ..." if len(conflicts) > 4 else "")
-            raise TrainingError(f"{paths.root}: holds a run with a different config ({shown}); "
-                                f"choose another run directory (--run-dir)")
+        if recovered:
+            self.say(f"{paths.pointer} is missing: resuming from the newest complete checkpoint "
+                     f"(iteration {checkpoint[0]})")
+            self._recovered = checkpoint
+        self._loaded = load_checkpoint(checkpoint[1])
+        self._check_resume_config(checkpoint[0], self._loaded[2].get("config") or read_yaml(paths.config))
         return checkpoint
 
+    def _check_resume_config(self, iteration: int, saved: Mapping[str, Any]) -> None:
+        """The config must equal the one the checkpoint was trained with, up to ``RESUME_SAFE`` keys."""
+        old, new = normalised(saved), self.cfg.to_dict()
+        conflicts = resume_conflicts(old, new)
+        if conflicts:
+            raise TrainingError(f"{self.paths.root}: holds a run with a different config "
+                                f"({describe_changes(old, new, conflicts)}; checkpoint of iteration {iteration}); "
+                                f"these change the weights: restore them, or choose another run directory (--run-dir)")
+
     def _open_run_dir(self) -> None:
-        """Write the config, drop what an interrupted run left after its checkpoint, open the logs."""
+        """Write the config and env.json, drop what an interrupted run left after its checkpoint, open the logs."""
         cfg, paths = self.cfg, self.paths
         if self.main:
             if self._existing and self._committed is None:
@@ -318,25 +354,35 @@ class Trainer:
             if not self._existing or read_yaml(paths.config) != cfg.to_dict():
                 atomic_write_text(paths.config, cfg.to_yaml(), overwrite=True)
             if self._existing:
-                clean_run_dir(paths, self._committed, cfg.train.keep_checkpoints)
+                self._tidy_run_dir()
                 truncate_logs(paths.root, self._committed or 0)
-                if self._committed is not None:
-                    publish_latest(paths, paths.latest_checkpoint()[1])
+            _write_environment(paths.root / "env.json", self.world_size)
             purge = None if not self._existing else (self._committed + 1 if self._committed is not None else 0)
             self.log = RunLog(paths.root, cfg.log.tensorboard, purge_step=purge)
         _barrier(self.world_size)
 
-    def _restore(self, checkpoint: tuple[int, Path]) -> None:
+    def _tidy_run_dir(self) -> None:
+        """Re-commit a recovered checkpoint, remove what an interrupted write left, republish ``latest``."""
+        recovered = getattr(self, "_recovered", None)
+        if recovered is not None:
+            commit(self.paths, *recovered)
+            self._recovered = None
+        clean_run_dir(self.paths, self._committed, self.cfg.train.keep_checkpoints)
+        if self._committed is not None:
+            publish_latest(self.paths, self.paths.latest_checkpoint()[1])
+
+    def _restore(self, checkpoint: tuple[int, Path]) -> dict[str, Any] | None:
+        """Load the checkpoint read by ``_inspect_run_dir``; return the grad scaler's state."""
         iteration, folder = checkpoint
-        model_sd, ema_sd, state = load_checkpoint(folder)
+        model_sd, ema_sd, state = self._loaded
+        self._loaded = None
         self.net.load_state_dict(model_sd, strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             if ema_sd is None:
                 raise TrainingError(f"{folder}: no EMA weights to resume train.ema from")
             self.ema.module.load_state_dict(ema_sd, strict=True)
-        self._scaler_state = state.get("scaler")
         restore_rng(state["rng"])
         if state["data"]["seed"] != self.cfg.train.seed or state["data"]["batch_size"] != self.cfg.train.batch_size:
             raise TrainingError(f"{folder}: data order of another seed or batch size")
@@ -346,6 +392,7 @@ class Trainer:
         self.best_iteration = state["best"]["iteration"]
         self.nonfinite = int(state["nonfinite"])
         self.say(f"resuming {self.paths.root} from iteration {self.iteration}")
+        return state.get("scaler")
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -379,27 +426,20 @@ class Trainer:
     # ---- data
 
     def _loader(self):
-        from ..data.training import PatchDataset, make_loader, prepare_pairs
-
-        cfg, data = self.cfg, self.cfg.data
-        root = data.root
-        kwargs = dict(root=root, lr_dir=data.lr, degradation=data.degradation, noise_level=data.noise_level,
-                      cache_dir=data.cache_dir, allow_test_sets=data.allow_test_sets)
+        cfg, data = self.cfg, self.parts.data
         if not self.main:
             _barrier(self.world_size)  # rank 0 decodes and caches first
         with warnings.catch_warnings():
             if not self.main:
                 warnings.simplefilter("ignore")
-            pairs = prepare_pairs(data.hr, cfg.model.scale, data.patch_size, report=self.main, **kwargs)
+            pairs = data.prepare(report=self.main)
         if self.main:
             _barrier(self.world_size)
-            self.say(f"training data: {len(pairs)} images from {', '.join(data.hr)} "
-                     f"(LR: {data.lr or 'made on the fly, ' + data.degradation})")
+            held = f"; {data.held_out()} held out for validation ({cfg.val.set})" if data.held_out() else ""
+            self.say(f"training data: {len(pairs)} images from {', '.join(cfg.data.hr)} "
+                     f"(LR: {cfg.data.lr or 'made on the fly, ' + cfg.data.degradation}){held}")
         self._check_fingerprint(training_set_fingerprint(pairs))
-        dataset = PatchDataset(pairs, cfg.model.scale, data.patch_size, seed=cfg.train.seed, augment=data.augment,
-                               samples_per_epoch=data.iterations_per_epoch * cfg.train.batch_size)
-        return make_loader(dataset, self.iteration, cfg.train.iterations, cfg.train.batch_size, rank=self.rank,
-                           world_size=self.world_size, workers=data.workers,
+        return data.loader(pairs, self.iteration, rank=self.rank, world_size=self.world_size,
                            pin_memory=self.device.type == "cuda")
 
     def _check_fingerprint(self, current: dict[str, Any]) -> None:
@@ -415,7 +455,7 @@ class Trainer:
         problem = fingerprint_mismatch(saved, current)
         if problem:
             raise TrainingError(f"{self.paths.root}: the training images differ from those the run was trained on "
-                                f"({problem}); data.hr and data.root must name the same images to resume")
+                                f"({problem}); data.hr, data.root and val.set must name the same images to resume")
 
     # ---- the loop
 
@@ -425,8 +465,7 @@ class Trainer:
             if self.iteration >= cfg.train.iterations:
                 self.say(f"{self.paths.root}: already trained to iteration {self.iteration}")
                 if self.main:  # finish what an interruption after the last commit left undone
-                    clean_run_dir(self.paths, self._committed, cfg.train.keep_checkpoints)
-                    publish_latest(self.paths, self.paths.latest_checkpoint()[1])
+                    self._tidy_run_dir()
                 self._plots()
                 return self.paths.root
             loader = self._loader()
@@ -442,81 +481,123 @@ class Trainer:
                 dist.destroy_process_group()
 
     def _loop(self, loader) -> None:
-        cfg = self.cfg
-        total = cfg.train.iterations
+        total = self.cfg.train.iterations
         bar = tqdm(total=total, initial=self.iteration, unit="it", dynamic_ncols=True, smoothing=0.05,
-                   disable=None if self.main else True, desc=f"{cfg.model.name} x{cfg.model.scale}")
-        window = _Window()
-        started = time.perf_counter()
-        stop = StopSignals()
+                   disable=None if self.main else True, desc=f"{self.cfg.model.name} x{self.cfg.model.scale}")
+        self._window, self._pending, self._bar = _Window(), collections.deque(), bar
+        self._started = time.perf_counter()
+        signals = StopSignals()
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
         try:
-            with stop:
-                tick = time.perf_counter()
+            with signals:
+                self._tick = time.perf_counter()
                 for lr, hr in loader:
-                    used_lr = self.optimizer.param_groups[0]["lr"]
-                    result = self.step(lr, hr, stop=stop.requested)
-                    self.iteration += 1
-                    self.scheduler.step()
-                    if result.stepped:
-                        self.nonfinite = 0
-                        if self.ema is not None:
-                            self.ema.update(self.net)
-                    else:
-                        self._skipped(result.loss)
-                    now = time.perf_counter()
-                    window.add(result, now - tick, used_lr)
-                    bar.update(1)
-                    it = self.iteration
-                    if it % cfg.log.every == 0 or it == total:
-                        bar.set_postfix(loss=f"{window.loss():.4f}", lr=f"{window.lr:.2e}", refresh=False)
-                        self._log_train(window, time.perf_counter() - started, bar.disable)
-                        window = _Window()
-                    if cfg.val.every and (it % cfg.val.every == 0 or it == total):
-                        self._validate()
-                    if it % cfg.train.checkpoint_every == 0 or it == total or result.stop:
-                        self._checkpoint()
-                    if result.stop:
+                    if self._iterate(lr, hr, signals):
                         break
-                    tick = time.perf_counter()
         except KeyboardInterrupt:  # a second signal: at once, without a checkpoint
-            raise TrainingInterrupted(self.paths.root, self.iteration, stop.signum, self._committed) from None
+            raise TrainingInterrupted(self.paths.root, self.iteration, signals.signum, self._committed) from None
         finally:
             bar.close()
-        if self.main and self.iteration == total:  # finished (a stop breaks off earlier)
+        self._finish(signals)
+
+    def _iterate(self, lr: torch.Tensor, hr: torch.Tensor, signals: StopSignals) -> bool:
+        """One iteration and what falls due after it; True when the run stops here."""
+        cfg = self.cfg
+        used_lr = self.optimizer.param_groups[0]["lr"]
+        result = self.step(lr, hr, stop=signals.requested, finish=self.stop_reason is not None)
+        self.iteration += 1
+        if self.ema is not None:
+            self.ema.update(self.net)
+        for callback in self.callbacks:
+            callback.on_step_end(self, result)
+        self.scheduler.step()
+        self._pending.append((self.iteration, used_lr, result, time.perf_counter() - self._tick))
+        self._bar.update(1)
+        if self.stop_reason is None:
+            self.stop_reason = next((r for c in self.callbacks if (r := c.should_stop(self))), None)
+        it, total = self.iteration, cfg.train.iterations
+        due = {"log": it % cfg.log.every == 0 or it == total,
+               "val": bool(cfg.val.every) and (it % cfg.val.every == 0 or it == total),
+               "checkpoint": it % cfg.train.checkpoint_every == 0 or it == total}
+        local = self.world_size == 1 and (signals.requested or self.stop_reason is not None)
+        interrupt, finish = self._read_results(everything=any(due.values()) or local)
+        if self.world_size == 1:  # this process's own requests, at once
+            interrupt, finish = signals.requested, self.stop_reason is not None
+        elif interrupt or finish:  # all processes see the agreed request at the same iteration
+            self._read_results(everything=True)
+        if interrupt:
+            self.stop_reason = None
+        elif finish and self.stop_reason is None:
+            self.stop_reason = "a stop request of another process"
+        stopping = interrupt or finish
+        if (due["log"] or stopping) and self._window.steps:
+            self._log_train()
+        if due["val"] or (finish and self.validator is not None and cfg.val.every):
+            self._validate()
+        if due["checkpoint"] or stopping:
+            self._checkpoint()
+        self._tick = time.perf_counter()
+        return stopping
+
+    def _read_results(self, everything: bool) -> tuple[bool, bool]:
+        """Account the steps whose values are due (all with ``everything``); the agreed stop requests seen."""
+        interrupt = finish = False
+        while self._pending and (everything or len(self._pending) > RESULT_LAG):
+            iteration, used_lr, result, seconds = self._pending.popleft()
+            self._window.add(result, seconds, used_lr)
+            if result.stepped:
+                self.nonfinite = 0
+            else:
+                self._skipped(iteration, result.loss)
+            interrupt, finish = interrupt or result.stop, finish or result.finish
+        return interrupt, finish
+
+    def _finish(self, signals: StopSignals) -> None:
+        total = self.cfg.train.iterations
+        if self.main and self.iteration == total:
             self.say(self._summary())
+        elif self.main and self.stop_reason is not None:
+            self.say(f"stopped at iteration {self.iteration} ({self.stop_reason}; checkpoint saved); continue with: "
+                     f"sisr train --resume --run-dir {self.paths.root}")
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
         self._plots()
         _barrier(self.world_size)
-        if self.iteration < total:
-            raise TrainingInterrupted(self.paths.root, self.iteration, stop.signum, self._committed)
+        if self.iteration < total and self.stop_reason is None:
+            raise TrainingInterrupted(self.paths.root, self.iteration, signals.signum, self._committed)
 
-    def _skipped(self, loss: float) -> None:
+    def _skipped(self, iteration: int, loss: float) -> None:
         self.nonfinite += 1
         limit = self.cfg.train.max_nonfinite
-        message = (f"iteration {self.iteration}: non-finite loss or gradient (loss {loss}); step skipped "
+        message = (f"iteration {iteration}: non-finite loss or gradient (loss {loss}); step skipped "
                    f"({self.nonfinite} in a row, limit {limit})")
         if self.main:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
-            self.log.write({"type": "event", "iteration": self.iteration, "message": message})
+            self.log.write({"type": "event", "iteration": iteration, "message": message})
         if self.nonfinite >= limit:
-            latest = self.paths.latest_checkpoint()
-            where = f"last checkpoint: iteration {latest[0]}" if latest else "no checkpoint yet"
+            latest = self._committed
+            where = f"last checkpoint: iteration {latest}" if latest is not None else "no checkpoint yet"
             raise TrainingError(f"training diverged: {self.nonfinite} non-finite losses in a row at iteration "
-                                f"{self.iteration} ({where}); try a lower optim.lr, train.grad_clip, or fp32")
+                                f"{iteration} ({where}); try a lower optim.lr, train.grad_clip, or fp32")
 
-    def _log_train(self, window: "_Window", elapsed: float, print_line: bool) -> None:
+    def _log_train(self) -> None:
+        window, self._window = self._window, _Window()
+        self._bar.set_postfix(loss=f"{window.loss():.4f}", lr=f"{window.lr:.2e}", refresh=False)
         if not self.main:
             return
         record = {"type": "train", "iteration": self.iteration, "epoch": round(self.epoch, 4),
-                  "loss": window.loss(), "lr": window.lr,
-                  "it_per_s": window.rate(), "elapsed_s": round(elapsed, 3), "skipped": window.skipped}
+                  "loss": window.loss(), "lr": window.lr, "it_per_s": window.rate(),
+                  "elapsed_s": round(time.perf_counter() - self._started, 3), "skipped": window.skipped}
         self.log.write(record)
-        if print_line:
+        if self._bar.disable:
             self.say(f"[{self.iteration}/{self.cfg.train.iterations}] epoch {self.epoch:.2f} "
                      f"loss {record['loss']:.5f} lr {record['lr']:.2e} {record['it_per_s']:.2f} it/s")
 
     def _validate(self) -> None:
-        if not self.main or self.validator is None:
+        if not self.main or self.validator is None or getattr(self, "_validated_at", None) == self.iteration:
             return
+        self._validated_at = self.iteration
         model = self.ema.module if self.ema is not None else self.net
         scores = self.validator(model)
         best = scores["psnr"] > self.best_psnr
@@ -526,12 +607,15 @@ class Trainer:
                    "ema": self.ema is not None}
         self.log.write({"type": "val", "iteration": self.iteration, "epoch": round(self.epoch, 4),
                         "set": self.cfg.val.set, **scores, "best": best})
+        so_far = (f"best {self.best_psnr:.3f} at {self.best_iteration}" if math.isfinite(self.best_psnr)
+                  else "no finite score yet")
         self.say(f"[{self.iteration}] {self.cfg.val.set} x{self.cfg.model.scale}: PSNR {scores['psnr']:.3f} dB, "
-                 f"SSIM {scores['ssim']:.4f}" + (" (best)" if best else f" (best {self.best_psnr:.3f} at "
-                                                                         f"{self.best_iteration})"))
+                 f"SSIM {scores['ssim']:.4f}" + (" (best)" if best else f" ({so_far})"))
         self.last_metrics = metrics
         if best:
             save_weights(model, self.paths.best, overwrite=True, **self._weights_meta(metrics))
+        for callback in self.callbacks:
+            callback.on_validation(self, {**metrics, "best": best})
         if self.cfg.log.plots:
             self._plots()
 
@@ -552,6 +636,31 @@ class Trainer:
         best = (f"; best {self.cfg.val.set} PSNR {self.best_psnr:.3f} dB at iteration {self.best_iteration} "
                 f"({self.paths.best})" if math.isfinite(self.best_psnr) else "")
         return f"done: {self.paths.root} (latest weights {self.paths.latest}){best}"
+
+
+def _check_batch(cfg: Config, world_size: int) -> None:
+    batch, parts = cfg.train.batch_size, cfg.train.accumulate
+    if batch % world_size:
+        raise ConfigError(f"train.batch_size: {batch} is not divisible by the {world_size} processes")
+    if (batch // world_size) % parts:
+        raise ConfigError(f"train.accumulate: {parts} micro-batches do not divide the {batch // world_size} "
+                          f"samples of each of the {world_size} processes")
+
+
+def _write_environment(path: Path, world_size: int) -> None:
+    """``env.json``: this session's environment; earlier sessions of the run kept under ``earlier``."""
+    import json
+
+    from ..utils.environment import environment
+
+    earlier: list[Any] = []
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        earlier = [*old.pop("earlier", []), old]
+    except (OSError, ValueError, AttributeError):
+        pass
+    record = {**environment(world_size), "earlier": earlier}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n", overwrite=True)
 
 
 class _Window:
