@@ -6,7 +6,8 @@
 
 A run continues the shipped ``src/sisr/pretrained/defian-s_x<scale>.safetensors`` with sisr's own
 ``sisr train`` (recipe ``defian-s``, L1, batch 16) on T91 + BSD200 + General100 minus a held-out slice:
-the last 10 images of BSD200 in sorted order (``BSDval10``), which validate the run (``best.safetensors``)
+the last 10 of BSD200's 199 images in sorted order (``val.set=BSD200:190-199``), which validate the run
+(``best.safetensors``)
 and decide whether it replaces the shipped file (held-out PSNR gain >= ``--min-gain`` dB over the run's
 iteration-0 validation, i.e. the shipped file). Set5/Set14/B100 are scored once, after that decision, for
 the record (they choose nothing). Without ``--scale``, ``start`` takes the scale furthest below its target.
@@ -29,22 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
 PRETRAINED = ROOT / "src" / "sisr" / "pretrained"
-HELDOUT, VAL_SET, N_HELDOUT = ROOT / "runs" / "heldout", "BSDval10", 10
+VAL_SET = "BSD200:190-199"  # the last 10 of BSD200's 199 images, held out of training by the trainer
 TARGETS = {2: 37.4, 3: 33.5, 4: 31.2}  # Set5 targets of the weights issue (the paper: 38.03 / 34.42 / 32.16)
 TEST_SETS = ("Set5", "Set14", "B100")
-
-
-def heldout_layout() -> tuple[Path, Path]:
-    """Links: runs/heldout/BSD190/HR (training) and runs/heldout/val/BSDval10/HR (validation)."""
-    files = sorted(p for p in (DATA / "BSD200" / "HR").iterdir() if p.is_file())
-    train, val = HELDOUT / "BSD190" / "HR", HELDOUT / "val" / VAL_SET / "HR"
-    for folder, part in ((train, files[:-N_HELDOUT]), (val, files[-N_HELDOUT:])):
-        folder.mkdir(parents=True, exist_ok=True)
-        for f in part:
-            link = folder / f.name
-            if not link.is_symlink():
-                link.symlink_to(f.resolve())
-    return train, val.parent.parent
 
 
 def run_dir(scale: int, name: str | None) -> Path:
@@ -78,15 +66,14 @@ def start(args) -> int:
     if (pid := running_pid(run)) is not None:
         print(f"{run.name}: already running (pid {pid})")
         return 0
-    train_hr, val_root = heldout_layout()
     sisr = str(ROOT / ".venv" / "bin" / "sisr")
     if (run / "checkpoints" / "latest.json").is_file():
         cmd = [sisr, "train", "--resume", "--run-dir", str(run), "--threads", "1"]
     else:
         cmd = [sisr, "train", "--config", "defian-s", "--run-dir", str(run), "--threads", "1",
                f"model.scale={scale}", f"model.init={PRETRAINED / f'defian-s_x{scale}.safetensors'}",
-               f"data.hr=[{DATA / 'T91' / 'HR'}, {train_hr}, {DATA / 'General100' / 'HR'}]",
-               f"val.root={val_root}", f"val.set={VAL_SET}", "val.every=250", "val.at_start=true",
+               f"data.root={DATA}", "data.hr=[T91, BSD200, General100]", f"val.root={DATA}",
+               f"val.set={VAL_SET}", "val.every=250", "val.at_start=true",
                f"train.iterations={args.iterations}", f"optim.lr={args.lr}", "schedule.step=null",
                f"schedule.milestones=[{args.iterations // 2}, {args.iterations * 4 // 5}]",
                "train.checkpoint_every=250", "data.workers=1", "log.every=50"]
@@ -168,7 +155,7 @@ def package(run: Path, base: dict, best: dict) -> int:
                        self_ensemble=ensemble, progress=False)
         for s in res.sets:
             metrics[s.dataset + ("+" if ensemble else "")] = {"psnr_y": s.psnr_y, "ssim_y": s.ssim_y}
-    selection = {"set": f"{VAL_SET} (the last {N_HELDOUT} of BSD200 in sorted order, held out of training)",
+    selection = {"set": f"{VAL_SET} (the last 10 of BSD200's 199 images in sorted order, held out of training)",
                  "psnr_shipped": base["psnr"], "psnr": best["psnr"], "iteration": best["iteration"],
                  "test_sets_used_for_selection": False}
     training = {"run": run.name, "data": config["data"]["hr"], "init": config["model"].get("init"),
