@@ -17,6 +17,13 @@ rounds, the speed-up, and the DataLoader workers needed to feed ``--rate`` sampl
 (rounded up; a worker is assumed to have a core to itself).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_loader.py --overwrite
+
+``--preparation N``: instead, the disk and CPU time of preparing the training cache
+(``sisr.data.training.cache_images``, one process) for N synthetic images of ``--size`` (smooth patterns with
+noise, written as PNG) at x2, x3 and x4, and their extrapolation to DIV2K (800 images) and Flickr2K (2,650)
+assuming every image has that size (JSON: ``results/data_prepare.json``):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_loader.py --preparation 4 --overwrite
 """
 
 from __future__ import annotations
@@ -103,6 +110,45 @@ def measure_scale(cache: Path, scale: int, args) -> dict:
     return row
 
 
+def synthetic_images(folder: Path, count: int, width: int, height: int) -> list[Path]:
+    """PNGs of smooth gradients and waves with noise (they compress more like photographs than pure noise)."""
+    from sisr.data.io import write_image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(count):
+        base = np.stack([(xx * (i + 1) / 16) % 256, (yy / 6 + 40 * np.sin(xx / 97.0 + i)) % 256,
+                         ((xx + yy) / 13) % 256], axis=-1)
+        write_image(folder / f"{i:04d}.png", np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+    return sorted(folder.glob("*.png"))
+
+
+def measure_preparation(work: Path, args) -> dict:
+    """Bytes per image of each cache entry and CPU seconds per image of each scale's preparation, extrapolated."""
+    from sisr.data.training import cache_images
+
+    files = synthetic_images(work / "images", args.preparation, args.width, args.height)
+    images, n = [(f, f.parent) for f in files], len(files)
+    out = {"images": n, "size": [args.width, args.height],
+           "png_bytes_per_image": sum(f.stat().st_size for f in files) / n}
+    for scale in SCALES:
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = cache_images(images, scale, args.patch, cache_dir=work / "cache", workers=1, progress=False)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        out[f"x{scale}"] = {"cpu_s_per_image": cpu / n, "wall_s_per_image": wall / n, "made": result.made,
+                            "hr_bytes_per_image": sum(p.hr_npy.stat().st_size for p in result.pairs) / n,
+                            "lr_bytes_per_image": sum(p.lr_npy.stat().st_size for p in result.pairs) / n}
+    start = time.process_time()
+    assert cache_images(images, 2, args.patch, cache_dir=work / "cache", workers=1, progress=False).made == 0
+    out["check_cpu_s_per_image"] = (time.process_time() - start) / n
+    per_image = sum(p.stat().st_size for p in (work / "cache").rglob("*") if p.is_file()) / n
+    cpu = sum(out[f"x{s}"]["cpu_s_per_image"] for s in SCALES)
+    out["extrapolated"] = {name: {"images": count, "cache_gib_three_scales": count * per_image / 2**30,
+                                  "cpu_minutes_three_scales": count * cpu / 60}
+                           for name, count in (("DIV2K", 800), ("Flickr2K", 2650), ("DIV2K+Flickr2K", 3450))}
+    return out
+
+
 def print_table(rows: list[dict], args) -> None:
     print(f"| scale | LR (HR) patch | old samples/CPU-s | new-float | new (trainer) | new / old | new-float / old | "
           f"workers for {args.rate:g}/s (old -> new) |")
@@ -124,15 +170,29 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--rate", type=float, default=2000.0, help="samples/s to feed, for the workers column")
     p.add_argument("--cache-dir", type=Path, help="where the synthetic cache goes (default: a temporary folder)")
-    p.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "data_loader.json")
+    p.add_argument("--preparation", type=int, metavar="N", help="measure the cache preparation of N images instead")
+    p.add_argument("--json", type=Path, help="results file (default results/data_loader.json, or data_prepare.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
     args = p.parse_args()
+    results = Path(__file__).parent / "results"
+    args.json = args.json or results / ("data_prepare.json" if args.preparation else "data_loader.json")
     if args.json.exists() and not args.overwrite:
         p.error(f"{args.json} exists (use --overwrite or --json)")
     args.width, args.height = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(1)
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="sisr-loader-"))
     cache.mkdir(parents=True, exist_ok=True)
+    if args.preparation:
+        try:
+            result = {"benchmark": "data_prepare", "command": " ".join(sys.argv), "cpu": cpu_name(),
+                      **measure_preparation(cache, args)}
+        finally:
+            if args.cache_dir is None:
+                shutil.rmtree(cache, ignore_errors=True)
+        print(json.dumps(result, indent=1))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n", overwrite=args.overwrite)
+        return 0
     try:
         rows = []
         for scale in SCALES:

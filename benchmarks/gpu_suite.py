@@ -26,6 +26,12 @@ rest go on), results written after every section (a command cut short keeps what
   batches; then ``benchmarks/train_throughput.py``'s fixed-seed loss comparison (the real engine, the
   same batches from ``--data``) for ``--loss-models``. Targets: >= 1.5x, loss within 2 %.
 
+* ``loader``: is a training step loader-bound? Per model, the fastest correct setting of ``train`` (fp32, or
+  bf16 + channels_last when its loss check agrees within 2 %) and the samples/s it consumes, against the
+  samples/s the trainer's loader (``make_loader``, integer patches, pinned memory) delivers per worker and with
+  1-16 worker processes on synthetic DIV2K-sized images: the ``data.workers`` needed and whether any worker
+  count tried keeps up. The training columns are built by ``build_training_parts`` (as ``sisr train``).
+
 ``--budget-s`` (default 400) scales the repeats and is shared out between the sections
 (``SHARES``); a section past its share skips its remaining models (recorded). ``--dry-run`` is the
 same code on the CPU with tiny models and sizes (a test runs it).
@@ -60,23 +66,26 @@ import torch  # noqa: E402
 
 import inference as inference_bench  # noqa: E402  (benchmarks/inference.py)
 import train_throughput  # noqa: E402
+from sisr.data.prepare import available_cpus  # noqa: E402
 from sisr.errors import ConfigError, SisrError  # noqa: E402
 from sisr.evaluation.profile import count_model_flops, measure  # noqa: E402
 from sisr.models import create_model, get_info, has_parameters, list_models  # noqa: E402
 from sisr.training.config import load_config  # noqa: E402
-from sisr.training.trainer import TrainStep, make_optimizer  # noqa: E402
+from sisr.training.parts import build_training_parts  # noqa: E402
 from sisr.utils.device import resolve_device, synchronize  # noqa: E402
 from sisr.utils.fs import atomic_write_text, check_outputs  # noqa: E402
 from sisr.utils.memory import PeakMemory  # noqa: E402
 
-SECTIONS = ("peak", "csnln", "profile", "inference", "train")
-SHARES = {"peak": 0.03, "csnln": 0.12, "profile": 0.2, "inference": 0.3, "train": 0.35}
+SECTIONS = ("peak", "csnln", "profile", "inference", "train", "loader")
+SHARES = {"peak": 0.03, "csnln": 0.12, "profile": 0.2, "inference": 0.3, "train": 0.3, "loader": 0.05}
 BUDGET_S = 400.0  # the budget the base repeats are set for
 SCALE = 2
 GPU = dict(peak_n=8192, peak_reps=10, copy_mib=512, csnln_size=160, profile_hw=(160, 160), out_hw=(720, 1280),
-           infer_csnln=160, tiny=False, train_batch=None, train_patch=None, loss_iterations=300, loss_log_every=50)
+           infer_csnln=160, tiny=False, train_batch=None, train_patch=None, loss_iterations=300, loss_log_every=50,
+           loader_images=8, loader_size=(2040, 1356), loader_batches=40, loader_workers=(1, 2, 4, 8, 16))
 DRY = dict(peak_n=128, peak_reps=2, copy_mib=4, csnln_size=12, profile_hw=(16, 16), out_hw=(32, 32),
-           infer_csnln=8, tiny=True, train_batch=2, train_patch=12, loss_iterations=4, loss_log_every=2)
+           infer_csnln=8, tiny=True, train_batch=2, train_patch=12, loss_iterations=4, loss_log_every=2,
+           loader_images=2, loader_size=(96, 64), loader_batches=4, loader_workers=(1,))
 ORDER = ["defian-s", "edsr-baseline", "edsr", "rcan", "cran", "eacrn", "defian-l", "csnln", "bicubic"]
 # CRAN paper Table 7 (x2, 3x160x160 input; "FLOPs" are multiply-accumulates by our count, see docs/benchmarks.md)
 TABLE7 = {"edsr": (40.73, 1042.74, 1089, 0.37), "rcan": (15.44, 391.86, 661, 0.85),
@@ -298,8 +307,8 @@ def pick_optimised(row: dict) -> dict | None:
 
 def train_rates(name: str, hparams: dict, batch: int, patch: int, device: torch.device, warmup: int,
                 repeats: int) -> dict:
-    """it/s of the engine's step, fp32 eager and bf16 + channels_last, timed in turns on fixed batches."""
-    cfg = load_config(name, [f"model.scale={SCALE}"])
+    """it/s of the engine's step, fp32 eager and bf16 + channels_last, timed in turns on fixed batches; model,
+    optimizer, loss and step as ``sisr train`` builds them (``build_training_parts``, ``parts.make_step``)."""
     columns = {"fp32": ("fp32", False), "optimised": ("bf16", True)}
     steps, out = {}, {}
     for col, (precision, cl) in columns.items():
@@ -307,13 +316,12 @@ def train_rates(name: str, hparams: dict, batch: int, patch: int, device: torch.
             out[col] = {"error": f"{precision} not supported by the model"}
             continue
         try:
-            torch.manual_seed(0)
-            net = create_model(name, scale=SCALE, **hparams).to(device)
-            if cl:
-                net.to(memory_format=torch.channels_last)
-            net.train()
-            step = TrainStep(net, make_optimizer(cfg, [q for q in net.parameters() if q.requires_grad]),
-                             device=device, precision=precision, channels_last=cl)
+            cfg = load_config(name, [f"model.scale={SCALE}", "train.seed=0", f"train.precision={precision}",
+                                     f"train.channels_last={str(cl).lower()}", "train.compile=false",
+                                     f"model.hparams={json.dumps(hparams)}"])
+            parts = build_training_parts(cfg, device, data=False)
+            parts.model.train()
+            step = parts.make_step()
             gen = torch.Generator().manual_seed(0)
             lr = torch.rand(batch, 3, patch, patch, generator=gen)
             hr = torch.rand(batch, 3, patch * SCALE, patch * SCALE, generator=gen)
@@ -378,8 +386,89 @@ def section_train(ctx: Context) -> dict:
     return {"rows": rows, "loss_check": losses, "skipped_budget": skipped}
 
 
+def loader_rates(scale: int, patch: int, batch: int, ctx: Context, cache: Path) -> dict:
+    """Samples/s the trainer's loader delivers at ``scale``/``patch``: per worker (CPU seconds of one process cutting
+    the trainer's integer patches, as ``benchmarks/data_loader.py``) and in wall-clock time through
+    ``make_loader`` with W worker processes (pinned memory on CUDA), on synthetic DIV2K-sized images."""
+    import data_loader  # benchmarks/data_loader.py
+
+    from sisr.data.training import IterationSampler, PatchDataset, make_loader
+
+    p = ctx.p
+    pairs = data_loader.synthetic_pairs(cache, p["loader_images"], *p["loader_size"], scale)
+    dataset = PatchDataset(pairs, scale, patch, seed=1, integer=True)
+    order = list(IterationSampler(0, p["loader_batches"] + 1, batch))
+    data_loader.cpu_seconds_of_batch(dataset, order[:batch])  # maps opened, pages cached
+    spent = sum(data_loader.cpu_seconds_of_batch(dataset, order[i: i + batch])
+                for i in range(batch, len(order), batch))
+    out = {"scale": scale, "patch": patch, "batch": batch, "per_worker_samples_per_s": (len(order) - batch) / spent,
+           "workers": {}}
+    for workers in [w for w in p["loader_workers"] if w <= available_cpus()]:
+        if ctx.over() and out["workers"]:  # past the share: the first worker count is always measured
+            break
+        loader = iter(make_loader(dataset, 0, p["loader_batches"] + 2, batch, workers=workers,
+                                  pin_memory=ctx.device.type == "cuda"))
+        next(loader), next(loader)  # workers started
+        start = time.perf_counter()
+        count = sum(1 for _ in loader)
+        out["workers"][workers] = count * batch / (time.perf_counter() - start)
+    return out
+
+
+def fastest_correct(row: dict, checks: dict) -> dict | None:
+    """The fastest training setting of a model whose loss is known to agree with fp32: fp32 itself, or bf16 +
+    channels_last when its fixed-seed loss check is within 2 %; a faster setting not checked is named apart."""
+    cols, check = row["columns"], checks.get(row["model"])
+    verified = check is not None and check.get("within_target") is True
+    options = [("fp32", cols.get("fp32", {}), "reference"),
+               ("bf16+channels_last", cols.get("optimised", {}), "loss within 2 % of fp32" if verified else None)]
+    rated = [(label, col["samples_per_s"], why) for label, col, why in options if "samples_per_s" in col]
+    correct = [o for o in rated if o[2]]
+    if not correct:
+        return None
+    best = max(correct, key=lambda o: o[1])
+    faster = [o[0] for o in rated if not o[2] and o[1] > best[1]]
+    return {"setting": best[0], "samples_per_s": best[1], "why": best[2],
+            "faster_unchecked": faster[0] if faster else None}
+
+
+def section_loader(ctx: Context) -> dict:
+    """Is a training step loader-bound? The samples/s each model's fastest correct setting consumes (``train``
+    section) against what the loader delivers per worker and with the worker counts tried."""
+    import tempfile
+
+    train = ctx.results["sections"].get("train", {})
+    if train.get("status") != "ok":
+        raise RuntimeError("needs the train section's results (run it first)")
+    rows, checks = train["result"]["rows"], {c["model"]: c for c in train["result"]["loss_check"]}
+    cache = Path(tempfile.mkdtemp(prefix="sisr-suite-loader-"))
+    rates: dict[tuple[int, int, int], dict] = {}
+    models = []
+    try:
+        for row in rows:
+            key = (SCALE, row["patch"], row["batch"])
+            if key not in rates and (not rates or not ctx.over()):  # past the share: only the first
+                rates[key] = loader_rates(*key, ctx, cache)
+            choice = fastest_correct(row, checks)
+            if key not in rates or choice is None:
+                models.append({"model": row["model"], "skipped": "budget" if key not in rates else "no rate"})
+                continue
+            r, rate = rates[key], choice["samples_per_s"]
+            enough = [w for w, delivered in sorted(r["workers"].items()) if delivered >= rate]
+            models.append({"model": row["model"], **choice, "batch": row["batch"], "patch": row["patch"],
+                           "workers_needed": enough[0] if enough else None,  # the fewest tried that keep up
+                           "workers_estimate": math.ceil(rate / r["per_worker_samples_per_s"]),  # from CPU time
+                           "loader_samples_per_s": r["workers"], "loader_bound": not enough})
+    finally:
+        import shutil
+
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"loader": [{**r, "workers": {str(k): v for k, v in r["workers"].items()}} for r in rates.values()],
+            "models": models, "cpus": available_cpus()}
+
+
 RUNNERS = {"peak": section_peak, "csnln": section_csnln, "profile": section_profile, "inference": section_inference,
-           "train": section_train}
+           "train": section_train, "loader": section_loader}
 
 
 # ----------------------------------------------------------------------------- Markdown
@@ -470,7 +559,30 @@ def md_train(r: dict) -> list[str]:
     return lines
 
 
-MARKDOWN = {"peak": md_peak, "csnln": md_csnln, "profile": md_profile, "inference": md_inference, "train": md_train}
+def md_loader(r: dict) -> list[str]:
+    rows = []
+    for m in r["models"]:
+        if "skipped" in m:
+            rows.append([m["model"], f"not measured ({m['skipped']})"] + [""] * 5)
+            continue
+        walls = ", ".join(f"{w}: {v:.0f}" for w, v in m["loader_samples_per_s"].items())
+        setting = m["setting"] + (f" ({m['faster_unchecked']} faster, loss unchecked)" if m["faster_unchecked"] else "")
+        needed = (str(m["workers_needed"]) if m["workers_needed"] else
+                  f"> {max(m['loader_samples_per_s'], default=0)} (CPU-time estimate {m['workers_estimate']})")
+        rows.append([m["model"], setting, f"{m['samples_per_s']:.1f}", f"{m['batch']} x {m['patch']}", needed,
+                     walls, "**yes**" if m["loader_bound"] else "no"])
+    per = "; ".join(f"x{x['scale']} LR {x['patch']} batch {x['batch']}: {x['per_worker_samples_per_s']:.0f}"
+                    for x in r["loader"])
+    return _table(["model", "fastest correct setting", "samples/s (model)", "batch x LR patch",
+                   "data.workers needed", "loader samples/s (workers: rate)", "loader-bound"], rows) + [
+        "", f"Loader samples/s per worker (CPU time of one process, the trainer's integer patches): {per}; "
+        f"{r['cpus']} CPUs. 'data.workers needed': the fewest worker processes tried whose loader (wall clock, "
+        "pinned batches) delivers what the model consumes; loader-bound: none of them does (then the CPU-time "
+        "estimate says how many cores it would take)."]
+
+
+MARKDOWN = {"peak": md_peak, "csnln": md_csnln, "profile": md_profile, "inference": md_inference, "train": md_train,
+            "loader": md_loader}
 
 
 def markdown(results: dict) -> str:

@@ -184,6 +184,7 @@ def loss_run(name: str, scale: int, column: dict, *, iterations: int, log_every:
     """One fixed-seed training run through the engine; its logged losses and wall time."""
     overrides = [f"model.scale={scale}", f"data.hr=[{data.resolve()}]", "data.workers=0",
                  f"data.cache_dir={cache_dir}", "val.set=null", "val.every=0", "val.at_start=false",
+                 "train.test_sets=[]",
                  f"log.every={log_every}",
                  "log.plots=false", "log.tensorboard=false", f"train.iterations={iterations}",
                  f"train.checkpoint_every={iterations}", f"train.seed={seed}", f"train.device={device}",

@@ -62,7 +62,7 @@ def test_suite_dry_run_measures_every_section(tmp_path, data):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     sections = results["sections"]
-    assert list(sections) == ["peak", "csnln", "profile", "inference", "train"]
+    assert list(sections) == ["peak", "csnln", "profile", "inference", "train", "loader"]
     assert {s["status"] for s in sections.values()} == {"ok"}, {k: s.get("error") for k, s in sections.items()}
     peak = sections["peak"]["result"]
     assert peak["fp32"] > 0 and peak["bf16"] > 0 and peak["copy_bytes_per_s"] > 0
@@ -83,6 +83,17 @@ def test_suite_dry_run_measures_every_section(tmp_path, data):
     assert all(r["speedup"] > 0 for r in train["rows"])
     assert [x["model"] for x in train["loss_check"]] == ["defian-s", "edsr-baseline"]
     assert all(isinstance(x["within_target"], bool) for x in train["loss_check"])
+    loader = sections["loader"]["result"]  # is a training step loader-bound? per model, the fastest correct setting
+    assert loader["loader"][0]["per_worker_samples_per_s"] > 0 and loader["loader"][0]["workers"]["1"] > 0
+    models = {m["model"]: m for m in loader["models"]}
+    assert sorted(models) == sorted(r["model"] for r in train["rows"])
+    checked = {x["model"]: x["within_target"] for x in train["loss_check"]}
+    speedups = {r["model"]: r.get("speedup", 0) for r in train["rows"]}
+    for name, m in models.items():
+        assert m["loader_bound"] == (m["workers_needed"] is None) and m["workers_estimate"] >= 1
+        faster = checked.get(name) is True and speedups[name] > 1  # bf16 only once its loss agrees with fp32
+        assert m["setting"] == ("bf16+channels_last" if faster else "fp32"), (name, m, checked.get(name))
+    assert "| loader-bound |" in (out / "results.md").read_text()
     md = (out / "results.md").read_text()
     assert "dry run" in md and all(f"## {name} (ok" in md for name in sections)
     again = run(SUITE, "--dry-run", "--out", str(out), "--sections", "peak")  # never silently replaced
@@ -168,3 +179,21 @@ def test_adopt_replaces_a_shipped_file_only_when_the_validation_set_improves(tmp
     assert report["3"]["shipped_val"] is None and report["3"]["adopted"] is True
     _, meta = load_weights(dest / "defian-s_x3.safetensors")  # Set5 reported after the choice, not chosen on
     assert meta["metrics"]["Set5"]["psnr_y"] > 0 and "Set5+" in meta["metrics"] and meta["storage"]["dtype"] == "float16"
+
+
+def test_the_fastest_correct_setting_needs_an_agreeing_loss_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_suite_module", SUITE)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    row = {"model": "m", "columns": {"fp32": {"samples_per_s": 100.0}, "optimised": {"samples_per_s": 250.0}}}
+    agreed = suite.fastest_correct(row, {"m": {"within_target": True}})
+    assert (agreed["setting"], agreed["samples_per_s"]) == ("bf16+channels_last", 250.0)
+    assert agreed["faster_unchecked"] is None
+    for checks in ({}, {"m": {"within_target": False}}, {"m": {"error": "no data"}}):
+        chosen = suite.fastest_correct(row, checks)
+        assert (chosen["setting"], chosen["faster_unchecked"]) == ("fp32", "bf16+channels_last")
+    slower = {"model": "m", "columns": {"fp32": {"samples_per_s": 100.0}, "optimised": {"samples_per_s": 50.0}}}
+    assert suite.fastest_correct(slower, {"m": {"within_target": True}})["setting"] == "fp32"
+    assert suite.fastest_correct({"model": "m", "columns": {"fp32": {"error": "x"}}}, {}) is None

@@ -74,6 +74,8 @@ def test_gradient_accumulation_equals_the_whole_batch(data, tmp_path):
     assert losses_4 == pytest.approx(losses_1, rel=1e-5)
     with pytest.raises(ConfigError, match="train.accumulate: 3 micro-batches do not divide"):
         train(_config(data, train={"accumulate": 3}), run_dir=tmp_path / "bad")
+    resumed = train(_config(data, train={"accumulate": 2, "batch_size": 8, "iterations": 8}), run_dir=runs[1])
+    assert json.loads((resumed / "checkpoints" / "latest.json").read_text())["iteration"] == 8  # resume-safe key
 
 
 class _Recorder(Callback):

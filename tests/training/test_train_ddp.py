@@ -94,3 +94,79 @@ def test_a_stop_condition_ends_every_process_at_the_same_iteration(tmp_path):
     assert pointer["iteration"] == 4
     for key, value in ranks[0]["weights"].items():
         assert torch.equal(value, ranks[1]["weights"][key]), key
+
+
+RECORDING_WORKER = """
+import json, sys
+from pathlib import Path
+
+import torch
+
+from sisr.data.training import PatchDataset
+from sisr.training.config import load_config
+from sisr.training.trainer import Trainer
+
+seen = []
+real = PatchDataset.__getitem__
+PatchDataset.__getitem__ = lambda self, i: (seen.append(int(i)), real(self, i))[1]  # data.workers=0: this process
+
+cfg, run, tag = load_config(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+trainer = Trainer(cfg, run)
+shared = trainer.shared  # this process's share, prepared before the process group (None: one process)
+trainer.fit()
+record = {"rank": trainer.rank, "world": trainer.world_size, "iteration": trainer.iteration, "samples": seen,
+          "share": None if shared is None else {"names": [p.name for p in shared.pairs], "made": shared.made,
+                                                "cached": shared.cached},
+          "full_pass_made": trainer.parts.data.result.made}
+(run.parent / f"{tag}-rank{trainer.rank}.json").write_text(json.dumps(record))
+"""
+
+
+def _launch(tmp_path, cfg: dict, tag: str, processes: int) -> tuple[list[dict], str]:
+    cfg_path = tmp_path / f"{tag}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    worker = tmp_path / "recording_worker.py"
+    worker.write_text(RECORDING_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    launcher = launcher if processes > 1 else []
+    proc = subprocess.run([sys.executable, *launcher, str(worker), str(cfg_path), str(tmp_path / "ddp" / "run"), tag],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads((tmp_path / "ddp" / f"{tag}-rank{r}.json").read_text()) for r in range(processes)]
+    assert [(r["rank"], r["world"]) for r in records] == [(r, processes) for r in range(processes)]
+    return records, proc.stderr
+
+
+def test_ddp_prepares_in_shares_before_the_group_and_resumes_2_1_2_in_the_same_global_order(tmp_path):
+    write_noise_images(tmp_path / "train", 4, (36, 40, 3))
+    batch = 4
+
+    def cfg(iterations):
+        return tiny_train_config(tmp_path, optim={"lr": 1e-3},
+                                 train={"iterations": iterations, "batch_size": batch, "checkpoint_every": 4})
+
+    first, err = _launch(tmp_path, cfg(4), "a", 2)  # unprepared: each process of the node decodes its share
+    assert [r["share"] for r in first] == [{"names": ["t0.png", "t2.png"], "made": 2, "cached": 0},
+                                           {"names": ["t1.png", "t3.png"], "made": 2, "cached": 0}]
+    assert [r["full_pass_made"] for r in first] == [0, 0]  # after the group started, everything was cached
+    assert "process group: gloo, 2 processes, timeout 1800 s (train.dist_timeout_s" in err
+    second, _ = _launch(tmp_path, cfg(8), "b", 1)  # resumed by one process
+    third, err = _launch(tmp_path, cfg(12), "c", 2)  # and by two again, on a prepared set: nothing decoded
+    assert [(r["share"]["made"], r["share"]["cached"], r["full_pass_made"]) for r in third] == [(0, 2, 0), (0, 2, 0)]
+    assert "resuming" in err and "all cached already" in err
+
+    # the global sample order goes on across world sizes: each phase takes the next samples, split by rank
+    for records, (start, stop) in ((first, (0, 4)), (second, (4, 8)), (third, (8, 12))):
+        assert sorted(i for r in records for i in r["samples"]) == list(range(start * batch, stop * batch))
+        assert all(r["iteration"] == stop for r in records)
+    per_rank = batch // 2
+    assert third[1]["samples"][:per_rank] == list(range(8 * batch + per_rank, 8 * batch + batch))  # rank 1's half
+
+    from sisr.training.trainer import train
+
+    single = train(cfg(12), run_dir=tmp_path / "single")  # uninterrupted, one process
+    reference, _ = load_weights(single / "latest.safetensors")
+    resumed, _ = load_weights(tmp_path / "ddp" / "run" / "latest.safetensors")
+    for key, value in reference.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-5, msg=key)

@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "degrade": ("sisr.cli.degrade", "make LR images from HR images (BI, BD, DN; MATLAB-exact)"),
     "resize": ("sisr.cli.resize", "resize images with MATLAB-exact bicubic"),
     "train": ("sisr.cli.train", "train a model from a YAML recipe"),
+    "prepare": ("sisr.cli.prepare", "decode and cache a training set once, with every core"),
     "plot": ("sisr.cli.plot", "plot loss and validation curves of a training run"),
     "convert": ("sisr.cli.convert", "convert an official checkpoint to sisr safetensors"),
     "profile": ("sisr.cli.profile", "parameters, FLOPs, memory and runtime per model"),

@@ -3,6 +3,7 @@
     sisr train --config defian-s model.scale=4 data.hr=[/data/DIV2K]
     sisr train --config my.yaml --run-dir runs/exp1 optim.lr=2e-4
     sisr train --resume --run-dir runs/exp1            # continue with the run's own config
+    sisr train --config rcan data.hr=[/data/DIV2K] --prepare-only   # decode and cache the data, all cores
     torchrun --nproc_per_node 4 -m sisr train --config rcan   # DDP; batch_size is global
 
 Overrides may come before, between or after the options. Stopped by SIGINT/SIGTERM, the run saves
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir (its saved config when --config is not given)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="decode and cache the training data with every core (as sisr prepare) and exit; "
+                             "a prepared set makes torchrun start in seconds")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config is None and not (args.resume and args.run_dir):
         raise ConfigError("give --config CONFIG (a YAML file or a recipe name), or --resume --run-dir DIR")
-    if args.print_config:
+    if args.print_config or args.prepare_only:
         from pathlib import Path
 
         source = args.config if args.config is not None else Path(args.run_dir) / "config.yaml"
-        print(load_config(source, args.overrides).to_yaml(), end="")
+        cfg = load_config(source, args.overrides)
+        if args.prepare_only:
+            print(prepare_scale(cfg, None))
+        else:
+            print(cfg.to_yaml(), end="")
         return 0
     import sys
     import warnings
@@ -72,15 +80,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line for the user (``sisr train: warning: ...``), without the source file and line;
-    torch's and other libraries' warnings keep their category name."""
-    import sys
+def prepare_scale(cfg, workers: int | None, prog: str = "sisr train") -> str:
+    """Prepare ``cfg``'s training data at its scale; the summary line (one-line warnings for skipped images)."""
+    import warnings
 
-    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-    own = category.__module__.startswith("sisr") or "sisr" in str(filename).replace("\\", "/").split("/")
-    label = "warning" if own else f"warning ({category.__name__})"
+    from ..data.training import default_cache_dir
+    from ..training.parts import prepare_training_data
+
+    shown, warnings.showwarning = warnings.showwarning, one_line_warnings(prog)
     try:
-        print(f"sisr train: {label}: {text}", file=file or sys.stderr)
-    except (OSError, ValueError):  # a closed stream: as Python's own showwarning, say nothing
-        pass
+        result, pairs = prepare_training_data(cfg, workers=workers)
+    finally:
+        warnings.showwarning = shown
+    cache = cfg.data.cache_dir or default_cache_dir()
+    by = f" by {result.workers} processes" if result.workers > 1 else ""
+    return (f"x{cfg.model.scale}: {len(pairs)} training images ready ({result.made} decoded now{by}, {result.cached} "
+            f"cached already, {len(result.skipped)} skipped) in {result.seconds:.1f} s; "
+            f"{result.bytes() / 2**30:.2f} GiB in {cache}")
+
+
+def one_line_warnings(prog: str = "sisr train"):
+    """``warnings.showwarning`` printing a warning as one line for the user (``<prog>: warning: ...``), without
+    the source file and line; torch's and other libraries' warnings keep their category name."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        import sys
+
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        own = category.__module__.startswith("sisr") or "sisr" in str(filename).replace("\\", "/").split("/")
+        label = "warning" if own else f"warning ({category.__name__})"
+        try:
+            print(f"{prog}: {label}: {text}", file=file or sys.stderr)
+        except (OSError, ValueError):  # a closed stream: as Python's own showwarning, say nothing
+            pass
+
+    return show
+
+
+one_line_warning = one_line_warnings()

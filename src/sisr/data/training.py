@@ -24,6 +24,9 @@ Training reads patches from the entries memory-mapped, each mapped once per proc
 worker) on first use, so epochs never decode images again, workers share the pages through the
 OS cache, and later runs (and resumed ones, at any scale) skip the preparation. The cost is disk:
 3 bytes per HR pixel plus 3/s^2 per scale for the LR (DIV2K: 6.2 GiB of HR, + 1.55 GiB at x2).
+Preparation (``cache_images``) checks the cached entries in this process and decodes the rest with a
+pool of processes (a fork server, as ``sisr degrade``); ``share=(i, n)`` prepares every n-th image from
+the i-th, so the processes of a DDP node prepare side by side before their process group starts.
 
 Bad data (an unreadable file, a missing or mis-sized LR file, an image whose LR is smaller than
 a patch) is reported once by name (a :class:`TrainingDataWarning`) and skipped; nothing usable
@@ -47,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -70,6 +74,10 @@ _VERIFIED: set[Path] = set()  # cache entries checked by this process
 
 class TrainingDataError(SisrError):
     """No usable training data, or an invalid data source."""
+
+
+class CacheWriteError(TrainingDataError):
+    """The training cache cannot be written (stops the preparation: no image would fare better)."""
 
 
 class TrainingDataWarning(UserWarning):
@@ -174,48 +182,135 @@ def prepare_pairs(sources: Sequence[str | os.PathLike], scale: int, patch_size: 
 def prepare_images(images: Sequence[tuple[Path, Path]], scale: int, patch_size: int, *,
                    sources: Sequence[str | os.PathLike] = (), root: str | os.PathLike | None = None,
                    lr_dir: str | os.PathLike | None = None, degradation: str = "BI", noise_level: float = 30.0,
-                   cache_dir: str | os.PathLike | None = None, report: bool = True) -> list[TrainingPair]:
-    """Decode and cache ``(image file, source folder)`` pairs (:func:`find_hr_images`); skip unusable ones."""
+                   cache_dir: str | os.PathLike | None = None, report: bool = True,
+                   workers: int | None = None) -> list[TrainingPair]:
+    """Decode and cache ``(image file, source folder)`` pairs (:func:`find_hr_images`); skip unusable ones.
+
+    ``workers``: processes decoding side by side (:func:`cache_images`)."""
+    result = cache_images(images, scale, patch_size, root=root, lr_dir=lr_dir, degradation=degradation,
+                          noise_level=noise_level, cache_dir=cache_dir, progress=report, workers=workers)
+    return usable_pairs(result, sources, report)
+
+
+def usable_pairs(result: "CacheResult", sources: Sequence[str | os.PathLike] = (),
+                 report: bool = True) -> list[TrainingPair]:
+    """The pairs of a preparation; each skipped image warned (``report``); none usable: an error saying why."""
+    if report:
+        for problem in result.skipped:
+            warnings.warn(f"skipped training image: {problem}", TrainingDataWarning, stacklevel=3)
+    if not result.pairs:
+        where = ", ".join(str(s) for s in sources) or "the given images"
+        detail = f" ({len(result.skipped)} skipped: {result.skipped[0]})" if result.skipped else ""
+        raise TrainingDataError(f"no usable training images in {where}{detail}")
+    return result.pairs
+
+
+@dataclass
+class CacheResult:
+    """What :func:`cache_images` did: the usable ``pairs`` (in the images' order), the ``skipped`` images (one
+    line each), how many images it decoded or degraded (``made``, with ``workers`` processes) and found cached
+    (``cached``), and when a ``share`` was given, the images of other shares left alone (``others``)."""
+
+    pairs: list[TrainingPair]
+    skipped: list[str]
+    made: int
+    cached: int
+    others: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+
+    def bytes(self) -> int:
+        """Disk the cache entries of these pairs take (each HR once)."""
+        entries = {p.hr_npy for p in self.pairs} | {p.lr_npy for p in self.pairs}
+        return sum(e.stat().st_size for e in entries if e.is_file())
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One image to decode and cache (sent to a worker process)."""
+
+    index: int
+    hr_file: Path
+    name: str
+    scale: int
+    lr_file: Path | None
+    degradation: str
+    noise_level: float
+    hr_npy: Path
+    lr_npy: Path
+    hr_cached: bool
+
+
+def cache_images(images: Sequence[tuple[Path, Path]], scale: int, patch_size: int, *,
+                 root: str | os.PathLike | None = None, lr_dir: str | os.PathLike | None = None,
+                 degradation: str = "BI", noise_level: float = 30.0, cache_dir: str | os.PathLike | None = None,
+                 progress: bool = True, workers: int | None = None,
+                 share: tuple[int, int] = (0, 1)) -> CacheResult:
+    """Decode and cache the images not cached yet, with ``workers`` processes (None: every core this process
+    may use, in this process when the files to decode total under ``PARALLEL_MIN_BYTES``; 1: in this
+    process). Idempotent (cached entries are checked, not rebuilt) and resumable (each entry is written
+    atomically). ``share=(i, n)``: make only images ``i, i+n, ...`` (one process of ``n`` preparing side by
+    side); the others are counted in ``others`` and not returned. Never raises for a bad image."""
+    started = time.perf_counter()
     degradation = degradation.upper()
     if degradation not in LR_FOLDERS:
         raise TrainingDataError(f"degradation must be one of {', '.join(LR_FOLDERS)}; got '{degradation}'")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    index, count = share
+    mine = [item for k, item in enumerate(images) if k % count == index]
+    pairs: dict[int, TrainingPair] = {}
+    skipped: dict[int, str] = {}
+    todo = _plan_entries(mine, scale, root, lr_dir, degradation, noise_level, cache, pairs, skipped)
+    cached = len(pairs)
+    desc = f"preparing x{scale}" + (f" (share {index + 1}/{count})" if count > 1 else "")
+    workers = _workers_for(todo, workers) if todo else 0
+    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=desc, unit="img", leave=False,
+              disable=None if progress else True) as bar:
+        for k, pair, problem in _run_entries(todo, workers):
+            if pair is not None:
+                pairs[k] = pair
+            else:
+                skipped[k] = problem
+            bar.update()
+    usable, small = [], []
+    for k in sorted(pairs):
+        h, w = pairs[k].lr_size
+        if h < patch_size or w < patch_size:
+            skipped[k] = f"{pairs[k].source}: LR {w}x{h} is smaller than a {patch_size}x{patch_size} patch"
+        else:
+            usable.append(pairs[k])
+    return CacheResult(usable, [skipped[k] for k in sorted(skipped)], len(todo), cached, len(images) - len(mine),
+                       time.perf_counter() - started, workers)
+
+
+def _plan_entries(images, scale, root, lr_dir, degradation, noise_level, cache: Path,
+                  pairs: dict[int, TrainingPair], skipped: dict[int, str]) -> list[_Entry]:
+    """Cached images go to ``pairs``, images without an LR file to ``skipped``; the rest are returned."""
     base = Path(root) if root is not None else Path.cwd()
     explicit_lr = None if lr_dir in (None, "auto") else base / Path(lr_dir).expanduser()
     if explicit_lr is not None and not explicit_lr.is_dir():
         raise TrainingDataError(f"{explicit_lr}: no such LR folder")
-    pairs, skipped = [], []
     lr_folders: dict[Path, Path] = {}
-    for hr_file, source in tqdm(images, desc="preparing training images", unit="img", disable=None if report else True,
-                                leave=False):
-        if lr_dir == "auto":
-            if source not in lr_folders:
-                lr_folders[source] = auto_lr_folder(source, scale, degradation)
-            lr_source: Path | None = lr_folders[source]
-        else:
-            lr_source = explicit_lr
+    todo = []
+    for k, (hr_file, source) in enumerate(images):
+        if lr_dir == "auto" and source not in lr_folders:
+            lr_folders[source] = auto_lr_folder(source, scale, degradation)
+        lr_source = lr_folders[source] if lr_dir == "auto" else explicit_lr
         try:
-            pair = _prepare_one(hr_file, source, scale, lr_source, degradation, noise_level, cache)
-        except (SisrError, ValueError) as exc:
-            skipped.append(f"{exc}")
+            entry, pair = _plan_one(k, hr_file, source, scale, lr_source, degradation, noise_level, cache)
+        except (SisrError, OSError) as exc:
+            skipped[k] = f"{exc}"
             continue
-        h, w = pair.lr_size
-        if h < patch_size or w < patch_size:
-            skipped.append(f"{hr_file}: LR {w}x{h} is smaller than a {patch_size}x{patch_size} patch")
-            continue
-        pairs.append(pair)
-    if report:
-        for problem in skipped:
-            warnings.warn(f"skipped training image: {problem}", TrainingDataWarning, stacklevel=2)
-    if not pairs:
-        where = ", ".join(str(s) for s in sources) or "the given images"
-        detail = f" ({len(skipped)} skipped: {skipped[0]})" if skipped else ""
-        raise TrainingDataError(f"no usable training images in {where}{detail}")
-    return pairs
+        if pair is not None:
+            pairs[k] = pair
+        else:
+            todo.append(entry)
+    return todo
 
 
-def _prepare_one(hr_file: Path, source: Path, scale: int, lr_source: Path | None, degradation: str,
-                 noise_level: float, cache: Path) -> TrainingPair:
+def _plan_one(k: int, hr_file: Path, source: Path, scale: int, lr_source: Path | None, degradation: str,
+              noise_level: float, cache: Path) -> tuple[_Entry | None, TrainingPair | None]:
+    """The cached pair of an image, or the entry to make."""
     st = hr_file.stat()
     hr_key = _key("hr", CACHE_VERSION, hr_file.resolve(), st.st_size, st.st_mtime_ns)
     lr_file = None
@@ -232,21 +327,71 @@ def _prepare_one(hr_file: Path, source: Path, scale: int, lr_source: Path | None
     hr_shape = _entry_shape(hr_npy)
     lr_shape = _entry_shape(lr_npy) if hr_shape is not None else None
     if lr_shape is not None and tuple(lr_shape[:2]) == (hr_shape[0] // scale, hr_shape[1] // scale):
-        return TrainingPair(name, hr_file, hr_npy, lr_npy, (lr_shape[0], lr_shape[1]))
-    hr = _cached_hr(hr_file, hr_npy, hr_shape)
-    h, w = hr.shape[0] // scale, hr.shape[1] // scale
-    if h == 0 or w == 0:
-        raise TrainingDataError(f"{hr_file}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale {scale}")
-    lr = _make_or_read_lr(hr_file, lr_file, hr, scale, degradation, noise_level)
-    _save_entry(lr_npy, np.ascontiguousarray(lr))
-    return TrainingPair(name, hr_file, hr_npy, lr_npy, (h, w))
+        return None, TrainingPair(name, hr_file, hr_npy, lr_npy, (lr_shape[0], lr_shape[1]))
+    return _Entry(k, hr_file, name, scale, lr_file, degradation, float(noise_level), hr_npy, lr_npy,
+                  hr_shape is not None), None
 
 
-def _cached_hr(hr_file: Path, hr_npy: Path, hr_shape: tuple[int, ...] | None) -> np.ndarray:
+def _make_entry(entry: _Entry) -> tuple[int, TrainingPair | None, str | None]:
+    """Decode (or read from the cache) the HR, make or read the LR, cache both: ``(index, pair, problem)``."""
+    try:
+        hr = _cached_hr(entry.hr_file, entry.hr_npy, entry.hr_cached)
+        h, w = hr.shape[0] // entry.scale, hr.shape[1] // entry.scale
+        if h == 0 or w == 0:
+            raise TrainingDataError(f"{entry.hr_file}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale "
+                                    f"{entry.scale}")
+        lr = _make_or_read_lr(entry.hr_file, entry.lr_file, hr, entry.scale, entry.degradation, entry.noise_level)
+        _save_entry(entry.lr_npy, np.ascontiguousarray(lr))
+    except CacheWriteError:
+        raise
+    except (SisrError, ValueError, OSError) as exc:
+        return entry.index, None, f"{exc}"
+    return entry.index, TrainingPair(entry.name, entry.hr_file, entry.hr_npy, entry.lr_npy, (h, w)), None
+
+
+PARALLEL_MIN_BYTES = 16 * 2**20  # image files to decode below this: in this process (a pool starts in ~1 s)
+
+
+def _workers_for(todo: Sequence[_Entry], workers: int | None) -> int:
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise TrainingDataError(f"workers must be an integer >= 1, got {workers!r}")
+        return min(workers, max(1, len(todo)))
+    from .prepare import available_cpus
+
+    size = sum(e.hr_file.stat().st_size for e in todo if not e.hr_cached)
+    return 1 if size < PARALLEL_MIN_BYTES else min(available_cpus(), len(todo))
+
+
+def _run_entries(todo: Sequence[_Entry], workers: int) -> Iterator[tuple[int, TrainingPair | None, str | None]]:
+    """The outcome of every entry, in completion order: in this process, or in a pool of ``workers``
+    processes (a fork server, as ``sisr degrade``'s pool: a plain fork of a process whose OpenMP threads have
+    run can deadlock in its first matrix product)."""
+    if workers <= 1:
+        yield from map(_make_entry, todo)
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .prepare import _context, _worker_init
+
+    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init)
+    try:
+        for future in as_completed([pool.submit(_make_entry, e) for e in todo]):
+            yield future.result()
+    except BrokenProcessPool:
+        raise TrainingDataError("a training-data preparation process stopped (killed, out of memory, or it could "
+                                "not start); the images cached so far are kept: run again, perhaps with fewer "
+                                "workers") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cached_hr(hr_file: Path, hr_npy: Path, cached: bool) -> np.ndarray:
     """The decoded HR image (the whole image, shared by every scale), from the cache or decoded and cached."""
     from .io import read_image
 
-    if hr_shape is not None:
+    if cached:
         return np.load(hr_npy, mmap_mode="r")
     hr = np.ascontiguousarray(to_rgb(read_image(hr_file)))
     _save_entry(hr_npy, hr)
@@ -301,7 +446,7 @@ def _save_entry(path: Path, array: np.ndarray) -> None:
         record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _file_sha256(path)}
         atomic_write_text(_record_path(path), json.dumps(record) + "\n", overwrite=True)
     except OSError as exc:
-        raise TrainingDataError(f"{path.parent}: cannot write the training cache ({exc.strerror or exc}); "
+        raise CacheWriteError(f"{path.parent}: cannot write the training cache ({exc.strerror or exc}); "
                                 f"set data.cache_dir") from None
     _VERIFIED.add(path)
 

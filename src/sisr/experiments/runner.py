@@ -109,7 +109,7 @@ def train_overrides(exp: Experiment, variant: Variant, seed: int, options: Exper
     """The ``sisr train`` overrides of one variant: protocol, model, data, seed, budget."""
     items: dict[str, Any] = {**exp.train, "model.name": variant.model, "model.scale": exp.scale,
                              "model.hparams": variant_hparams(exp, variant, options), "train.seed": seed,
-                             "train.device": options.device}
+                             "train.device": options.device, "train.test_sets": []}  # scored by the experiment
     if options.data_root:
         items["data.root"] = items["val.root"] = str(options.data_root)
     if options.train_sets:

@@ -99,6 +99,8 @@ class TrainConfig:
     keep_checkpoints: int = 1
     time_limit_s: float | None = None  # stop cleanly (checkpoint, validation) after this many seconds of training
     tf32: bool = True  # CUDA: TF32 matmuls and convolutions (Ampere and later); no effect elsewhere
+    dist_timeout_s: float = 1800.0  # DDP: the process group's timeout (its start, barriers, collectives)
+    test_sets: list[str] | None = None  # scored once at the end; None: those present of Set5..Manga109; []: none
 
 
 @dataclass
@@ -127,10 +129,11 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
 
-# keys that may change when a run is resumed (they do not change the trained weights)
+# keys that may change when a run is resumed (they do not change the trained weights; train.accumulate only the float
+# summation order, and what BatchNorm sees: it lets a run resume on fewer GPUs with the memory of a micro-batch)
 RESUME_SAFE = ("train.iterations", "train.checkpoint_every", "train.keep_checkpoints", "train.device",
-               "train.max_nonfinite", "train.time_limit_s", "data.workers", "data.cache_dir", "data.root", "val",
-               "log", "run_dir", "source")
+               "train.accumulate", "train.max_nonfinite", "train.time_limit_s", "train.dist_timeout_s",
+               "train.test_sets", "data.workers", "data.cache_dir", "data.root", "val", "log", "run_dir", "source")
 
 
 def list_recipes() -> list[str]:
@@ -448,6 +451,10 @@ def _check_ranges(cfg: Config, fail) -> None:
                                  f"{cfg.train.batch_size}")
     if cfg.train.time_limit_s is not None and cfg.train.time_limit_s <= 0:
         fail("train.time_limit_s", f"must be positive (or null), got {cfg.train.time_limit_s}")
+    if cfg.train.dist_timeout_s <= 0:
+        fail("train.dist_timeout_s", f"must be positive, got {cfg.train.dist_timeout_s}")
+    if any(not name.strip() or "/" in name for name in cfg.train.test_sets or ()):
+        fail("train.test_sets", f"expected names of benchmark sets (e.g. [Set5, Set14]), got {cfg.train.test_sets}")
     if not cfg.data.hr:
         fail("data.hr", "no training images given (folders or files, e.g. data.hr=[DIV2K])")
     if cfg.val.tile is not None and cfg.val.tile < 1:

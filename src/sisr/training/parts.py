@@ -71,6 +71,7 @@ class TrainingData:
 
         self.cfg = cfg
         self.validation = None
+        self.result = None  # the CacheResult of the last prepare()
         if cfg.val.set is not None:
             try:
                 self.validation = resolve_val_set(cfg.val.set, sources=cfg.data.hr, data_root=cfg.data.root,
@@ -96,14 +97,26 @@ class TrainingData:
             raise ConfigError(f"val.set: {exc}") from None
         return kept
 
-    def prepare(self, report: bool = True) -> list[Any]:
-        """Decode and cache the training pairs (:func:`sisr.data.training.prepare_images`)."""
-        from ..data.training import prepare_images
+    def prepare(self, report: bool = True, workers: int | None = None) -> list[Any]:
+        """Decode and cache the training pairs; the images cached already are only checked; each unusable
+        image warned (``report``). ``workers``: preparation processes (None: every core, see
+        :func:`sisr.data.training.cache_images`). ``self.result`` is the :class:`CacheResult`."""
+        from ..data.training import usable_pairs
 
-        data, scale = self.cfg.data, self.cfg.model.scale
-        return prepare_images(self.images(), scale, data.patch_size, sources=data.hr, root=data.root,
-                              lr_dir=data.lr, degradation=data.degradation, noise_level=data.noise_level,
-                              cache_dir=data.cache_dir, report=report)
+        self.result = self.prepare_share(workers=workers, progress=report)
+        return usable_pairs(self.result, self.cfg.data.hr, report)
+
+    def prepare_share(self, share: tuple[int, int] = (0, 1), *, workers: int | None = None,
+                      progress: bool = True) -> Any:
+        """Decode and cache images ``i, i+n, ...`` of ``share=(i, n)`` (one of ``n`` processes preparing side by
+        side); a :class:`sisr.data.training.CacheResult`, without warnings or errors for unusable images (the
+        full :meth:`prepare` reports them)."""
+        from ..data.training import cache_images
+
+        data = self.cfg.data
+        return cache_images(self.images(), self.cfg.model.scale, data.patch_size, root=data.root, lr_dir=data.lr,
+                            degradation=data.degradation, noise_level=data.noise_level, cache_dir=data.cache_dir,
+                            progress=progress, workers=workers, share=share)
 
     def held_out(self) -> int:
         return len(self.validation.held_out) if self.validation is not None else 0
@@ -123,6 +136,14 @@ class TrainingData:
         cfg = self.cfg
         return make_loader(self.dataset(pairs), start, cfg.train.iterations, cfg.train.batch_size, rank=rank,
                            world_size=world_size, workers=cfg.data.workers, pin_memory=pin_memory)
+
+
+def prepare_training_data(cfg: Config, *, workers: int | None = None, progress: bool = True) -> tuple[Any, list]:
+    """Decode and cache the training images of ``cfg`` at its scale (``sisr prepare``, ``sisr train
+    --prepare-only``): ``(CacheResult, usable pairs)``; unusable images warned, none usable an error."""
+    data = TrainingData(cfg)
+    pairs = data.prepare(report=progress, workers=workers)
+    return data.result, pairs
 
 
 @dataclass

@@ -27,9 +27,11 @@
   checkpoint (the newest complete one when ``latest.json`` is missing): the weights after resuming
   equal those of an uninterrupted run (CPU, bitwise); ``--resume`` never starts afresh. Ctrl-C /
   SIGTERM stop after the current iteration with a checkpoint and raise :class:`TrainingInterrupted`;
-* under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel
-  (NCCL on CUDA, gloo on CPU; BatchNorm becomes SyncBatchNorm on CUDA); rank 0 logs,
-  validates and checkpoints.
+* under ``torchrun`` (``WORLD_SIZE`` > 1) each process of a node first prepares its share of the
+  training images, then the process group starts (timeout ``train.dist_timeout_s``) and the model is
+  wrapped in DistributedDataParallel (NCCL on CUDA, gloo on CPU; BatchNorm becomes SyncBatchNorm on
+  CUDA); rank 0 logs, validates and checkpoints; on CUDA batches reach the GPU through a prefetcher;
+* at the end, the selected weights are scored once on the test sets (:mod:`sisr.training.scoring`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from .config import Config, describe_changes, load_config, normalised, read_yaml
 from .checkpoint import (RunPaths, capture_rng, clean_run_dir, commit, fingerprint_mismatch, load_checkpoint,
                          publish_latest, restore_rng, save_checkpoint, training_set_fingerprint)
 from .log import RunLog, plot_runs, summary_writer_class, truncate_logs
+from .prefetch import prefetch
+from .scoring import find_test_sets, score_run, scored_at
 from .parts import (AUTO_COMPILE_MIN_ITERATIONS, AUTO_COMPILE_MIN_PARAMETERS, build_training_parts,  # noqa: F401
                     resolve_cpu_path)
 from .step import (EMA, StepResult, StopSignals, TrainStep, load_optimizer_state, lr_factor,  # noqa: F401
@@ -227,8 +231,14 @@ class Trainer:
                  callbacks: Sequence[Callback] = ()):
         self.cfg = cfg
         self.paths = RunPaths(run_dir)
-        self.rank, self.world_size, local_rank, self._own_group = _init_distributed(cfg.train.device)
+        self.shared = prepare_own_share(cfg)  # under torchrun: before the process group, so no rank waits on it
+        self.rank, self.world_size, local_rank, self._own_group = _init_distributed(cfg.train.device,
+                                                                                    cfg.train.dist_timeout_s)
         self.main = self.rank == 0
+        if self._own_group and self.main:
+            self.say(f"process group: {dist.get_backend()}, {self.world_size} processes, timeout "
+                     f"{cfg.train.dist_timeout_s:g} s (train.dist_timeout_s: its start, barriers and collectives, "
+                     f"e.g. while rank 0 validates or checkpoints)")
         _check_batch(cfg, self.world_size)
         self.device = resolve_device(cfg.train.device, local_rank)
         if self.device.type == "cuda":
@@ -244,6 +254,7 @@ class Trainer:
         self._committed = checkpoint[0] if checkpoint else None
         self.callbacks = list(callbacks) + ([TimeLimit(cfg.train.time_limit_s)] if cfg.train.time_limit_s else [])
         self.stop_reason: str | None = None  # why a callback ended the run early
+        self.test_sets = find_test_sets(cfg)  # scored once at the end by rank 0; a missing named set: an error now
         self._build(checkpoint)
 
     def _build(self, checkpoint: tuple[int, Path] | None) -> None:
@@ -427,20 +438,23 @@ class Trainer:
 
     def _loader(self):
         cfg, data = self.cfg, self.parts.data
-        if not self.main:
-            _barrier(self.world_size)  # rank 0 decodes and caches first
+        if self.world_size > 1 and self.shared is None:  # a process group of the caller's: the shares now
+            self.shared = data.prepare_share(local_share(), workers=_share_workers(), progress=self.main)
+            _barrier(self.world_size)
         with warnings.catch_warnings():
             if not self.main:
                 warnings.simplefilter("ignore")
-            pairs = data.prepare(report=self.main)
+            pairs = data.prepare(report=self.main, workers=_share_workers() if self.world_size > 1 else None)
         if self.main:
-            _barrier(self.world_size)
             held = f"; {data.held_out()} held out for validation ({cfg.val.set})" if data.held_out() else ""
+            made = data.result.made + (self.shared.made if self.shared is not None else 0)
             self.say(f"training data: {len(pairs)} images from {', '.join(cfg.data.hr)} "
-                     f"(LR: {cfg.data.lr or 'made on the fly, ' + cfg.data.degradation}){held}")
+                     f"(LR: {cfg.data.lr or 'made on the fly, ' + cfg.data.degradation}){held}; "
+                     + (f"{made} decoded by this process now" if made else "all cached already"))
         self._check_fingerprint(training_set_fingerprint(pairs))
-        return data.loader(pairs, self.iteration, rank=self.rank, world_size=self.world_size,
-                           pin_memory=self.device.type == "cuda")
+        loader = data.loader(pairs, self.iteration, rank=self.rank, world_size=self.world_size,
+                             pin_memory=self.device.type == "cuda")
+        return prefetch(loader, self.device)
 
     def _check_fingerprint(self, current: dict[str, Any]) -> None:
         """Refuse to resume on other training images (``data.root`` moves relative ``data.hr``)."""
@@ -467,12 +481,17 @@ class Trainer:
                 if self.main:  # finish what an interruption after the last commit left undone
                     self._tidy_run_dir()
                 self._plots()
+                self._score_test_sets()
                 return self.paths.root
             loader = self._loader()
+            if self.test_sets and self.main:
+                self.say("test sets, scored once at the end and never used for selection: "
+                         + ", ".join(f"{name} ({root})" for name, root in self.test_sets))
             self._open_run_dir()
             if cfg.val.at_start and self.iteration == 0:
                 self._validate()
             self._loop(loader)
+            self._score_test_sets()
             return self.paths.root
         finally:
             if self.log is not None:
@@ -619,6 +638,26 @@ class Trainer:
         if self.cfg.log.plots:
             self._plots()
 
+    def _score_test_sets(self) -> None:
+        """At the end of the run (rank 0, after the others are done): the selected weights on the test sets,
+        once (:mod:`sisr.training.scoring`); a failure is a warning, the trained weights stay as they are."""
+        if not self.main or not self.test_sets or self.iteration < self.cfg.train.iterations:
+            return
+        if scored_at(self.paths.root) == self.iteration:
+            return
+        best = ({"set": self.cfg.val.set, "iteration": self.best_iteration} if math.isfinite(self.best_psnr)
+                else None)
+        try:
+            record = score_run(self.cfg, self.paths.root, self.test_sets, self.device, iteration=self.iteration,
+                               best=best)
+        except SisrError as exc:
+            warnings.warn(f"the test sets were not scored ({exc}); score {self.paths.root} with sisr eval",
+                          RuntimeWarning, stacklevel=2)
+            return
+        scores = ", ".join(f"{r['dataset']} {r['psnr_y']:.2f}/{r['ssim_y']:.4f}" for r in record["scores"])
+        self.say(f"test sets x{self.cfg.model.scale} (PSNR/SSIM on Y; {record['weights']}, not used for selection): "
+                 f"{scores} -> {self.paths.root / 'results.md'}")
+
     def _checkpoint(self) -> None:
         if self.main:
             self.log.sync()  # the records up to the checkpoint, durable before it is committed
@@ -692,13 +731,16 @@ class _Window:
 # --------------------------------------------------------------------------- distributed
 
 
-def _init_distributed(device_spec: str) -> tuple[int, int, int, bool]:
-    """``(rank, world size, local rank, whether this call created the process group)``."""
+def _init_distributed(device_spec: str, timeout_s: float = 1800.0) -> tuple[int, int, int, bool]:
+    """``(rank, world size, local rank, whether this call created the process group)``; a group it creates has
+    the explicit timeout ``timeout_s`` (NCCL's default is 10 minutes)."""
+    import datetime
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     created = False
     if world > 1 and not dist.is_initialized():
         use_nccl = torch.cuda.is_available() and not device_spec.startswith(("cpu", "mps"))
-        dist.init_process_group(backend="nccl" if use_nccl else "gloo")
+        dist.init_process_group(backend="nccl" if use_nccl else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
         created = True
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -706,6 +748,40 @@ def _init_distributed(device_spec: str) -> tuple[int, int, int, bool]:
         rank, world = 0, 1
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     return rank, world, local_rank, created
+
+
+def local_share() -> tuple[int, int]:
+    """``(LOCAL_RANK, LOCAL_WORLD_SIZE)``: this process's share of the preparation on its node (every node
+    prepares the whole set: its cache may be a local disk)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+
+
+def _share_workers() -> int:
+    """Preparation processes of one of the node's training processes: its share of the cores."""
+    from ..data.prepare import available_cpus
+
+    return max(1, available_cpus() // local_share()[1])
+
+
+def prepare_own_share(cfg: Config):
+    """Under torchrun (``WORLD_SIZE`` > 1, no process group yet): decode and cache this process's share of the
+    training images (every ``LOCAL_WORLD_SIZE``-th, from ``LOCAL_RANK``) with its share of the cores, before
+    the process group exists; its start then waits for the slowest share (``train.dist_timeout_s``), and on
+    a prepared set nothing is decoded. Returns the :class:`sisr.data.training.CacheResult`, or None when not
+    under torchrun or a group exists already (the trainer then prepares the shares inside it)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return None
+    from .parts import TrainingData
+
+    share = local_share()
+    started = time.perf_counter()
+    result = TrainingData(cfg).prepare_share(share, workers=_share_workers(), progress=share[0] == 0)
+    if os.environ.get("RANK", "0") == "0":
+        tqdm.write(f"training data, before the process group: this process's share ({share[0] + 1} of {share[1]} "
+                   f"on this node): {result.made} decoded, {result.cached} cached already "
+                   f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return result
 
 
 def _barrier(world_size: int) -> None:
