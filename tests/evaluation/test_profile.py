@@ -212,3 +212,13 @@ def test_save_refuses_to_overwrite(tmp_path):
         check_output(out)
     save_profile(result, out, overwrite=True)
     assert (out / "profile.md").read_text() == written["profile.md"]
+
+
+def test_an_input_too_large_for_memory_is_one_line(tmp_path):
+    from sisr.errors import ConfigError
+    from sisr.evaluation.profile import profile
+
+    with pytest.raises(ConfigError, match="out of memory with a 100000x100000 input"):
+        profile(["edsr-baseline"], 2, (100000, 100000), "cpu", runs=0, tiny=True, isolate=False, progress=False)
+    with pytest.raises(ConfigError, match="threads must be >= 1"):
+        profile(["edsr-baseline"], 2, (16, 16), "cpu", runs=0, tiny=True, isolate=False, threads=0, progress=False)

@@ -55,7 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError
 from ..models.registry import count_parameters, create_model, get_info
-from ..utils.device import cpu_name, device_name, resolve_device, synchronize
+from ..utils.device import cpu_name, device_name, is_out_of_memory, resolve_device, synchronize
 from ..utils.fs import atomic_write_text, check_outputs
 from ..utils.memory import PeakMemory
 
@@ -136,8 +136,19 @@ def measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Peak memory of the first forward and runtimes of the timed ones, in this process.
 
     ``spec``: ``model``, ``scale``, ``hparams``, ``input_hw``, ``device``, ``warmup`` (>= 1),
-    ``runs`` (>= 0), ``seed``, ``threads`` (or None).
+    ``runs`` (>= 0), ``seed``, ``threads`` (or None). Running out of memory is a one-line ``ConfigError``.
     """
+    try:
+        return _measure(spec)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is an allocation failure
+        if not is_out_of_memory(exc):
+            raise
+        h, w = spec["input_hw"]
+        raise ConfigError(f"{spec['model']} x{spec['scale']}: out of memory with a {h}x{w} input on "
+                          f"{spec['device']}; use a smaller --input") from None
+
+
+def _measure(spec: Mapping[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     dev = resolve_device(spec["device"])
@@ -192,6 +203,9 @@ def measure_isolated(spec: Mapping[str, Any]) -> dict[str, Any]:
         if line.startswith(_RESULT_MARK):
             return json.loads(line[len(_RESULT_MARK):])
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    if proc.returncode < 0 or "out of memory" in tail:  # killed (the kernel's OOM killer) or out of memory
+        raise ConfigError(f"profiling {spec['model']} x{spec['scale']} failed in its subprocess "
+                          f"(exit {proc.returncode}): {tail.split('ConfigError: ')[-1]}")
     raise RuntimeError(f"profiling {spec['model']} x{spec['scale']} failed in its subprocess "
                        f"(exit {proc.returncode}): {tail}")
 
@@ -321,6 +335,8 @@ def profile(models: Sequence[str] | str, scale: int, input_hw: tuple[int, int] =
         raise ConfigError(f"runs must be >= 0, got {runs}")
     if warmup < 1:
         raise ConfigError(f"warmup must be >= 1 (the first forward measures memory), got {warmup}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     dev = resolve_device(device)
     per_model: dict[str, dict[str, Any]] = {}
     resolved: dict[str, dict[str, Any]] = {}
