@@ -74,12 +74,12 @@ def variant_options(name: str, variant: str, precision: str, use_compile: bool) 
     """``run()`` options of a variant for model ``name``; None when the model does not support it."""
     low = precision if precision in get_info(name).precisions else "fp32"
     table = {
-        "eager": dict(precision="fp32", channels_last=False, compile=False),
-        "optimised": dict(precision=low, channels_last=True, compile=use_compile),
-        "cl": dict(precision="fp32", channels_last=True, compile=False),
-        "bf16": dict(precision=precision, channels_last=False, compile=False),
-        "compile": dict(precision="fp32", channels_last=False, compile=True),
-    }
+        "eager": dict(precision="fp32", channels_last=False, backend="eager"),
+        "optimised": dict(precision=low, channels_last=True, backend="compile" if use_compile else "eager"),
+        "cl": dict(precision="fp32", channels_last=True, backend="eager"),
+        "bf16": dict(precision=precision, channels_last=False, backend="eager"),
+        "compile": dict(precision="fp32", channels_last=False, backend="compile"),
+    }  # run() options (RunOptions fields); the networks are made contiguous by create_model
     opts = table[variant]
     if opts["precision"] not in get_info(name).precisions:
         return None
@@ -88,7 +88,7 @@ def variant_options(name: str, variant: str, precision: str, use_compile: bool) 
 
 def describe(opts: dict) -> str:
     parts = [opts["precision"]] + (["channels_last"] if opts["channels_last"] else []) + \
-        (["compile"] if opts["compile"] else [])
+        (["compile"] if opts["backend"] == "compile" else [])
     return "+".join(parts)
 
 
@@ -134,7 +134,7 @@ def measure_model(name: str, scale: int, size: tuple[int, int], variants: list[s
         def keep_raw(module, inputs, output, raw=raw):
             raw.setdefault("out", output.detach().float().clone())  # returns None: the output is not replaced
 
-        hook = None if opts["compile"] else net.register_forward_hook(keep_raw)
+        hook = None if opts["backend"] == "compile" else net.register_forward_hook(keep_raw)
         try:
             first, out, _ = timer(lambda: run(net, x, **opts))
             if hook is not None:

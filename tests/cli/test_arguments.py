@@ -69,3 +69,18 @@ def test_check_output_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match="afile"):
         check_output_file(tmp_path / "afile" / "x.png")
+
+
+def test_run_options_are_built_from_arguments_in_one_place():
+    from sisr.cli.arguments import run_options
+    from sisr.inference.options import RunOptions
+
+    args = argparse.Namespace(tile=64, tile_overlap=None, chop=False, self_ensemble=True, precision="fp32",
+                              backend="auto", compile=False, quality=90)
+    assert run_options(args) == RunOptions(tile=64, self_ensemble=True)
+    assert run_options(args, progress=True).progress
+    assert run_options(argparse.Namespace(backend="eager", compile=True)).backend == "compile"  # the alias
+    with pytest.raises(ConfigError, match="--compile means --backend compile, not --backend onnxruntime"):
+        run_options(argparse.Namespace(backend="onnxruntime", compile=True))
+    with pytest.raises(ConfigError, match="--tile 40 must be at least twice"):
+        run_options(argparse.Namespace(tile=40))

@@ -83,7 +83,7 @@ def test_default_output_folder(data_root, tmp_path, monkeypatch, capsys):
 def test_user_errors_are_one_line(data_root, capsys):
     cases = [
         (["--datasets", "Set7"], "Set7: no such benchmark set (found: A, B)"),
-        (["--model", "nope"], "no such weights file"),
+        (["--model", "nope"], "unknown model 'nope' and no such weights file"),
         (["--scales", "5"], "supports scales"),
         (["--lr-source", "files"], "missing LR file"),
     ]

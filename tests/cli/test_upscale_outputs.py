@@ -204,3 +204,129 @@ def test_16bit_input_keeps_16_bit_and_its_profile(tmp_path, name):
     out = read_image(tmp_path / name)
     assert out.dtype == np.uint16 and out.shape == (10, 8, 3)
     assert read_image_info(tmp_path / name).icc_profile == ADOBE_RGB
+
+
+# ----------------------------------------------------------------------------- skip-if-done checks the pixels
+
+
+def _edit_keeping_metadata(path, edit):
+    """Re-save ``path`` with ``edit`` applied to its pixels, keeping its provenance record (and EXIF)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    with Image.open(path) as im:
+        im.load()
+        info = dict(im.info)
+        exif = im.getexif()
+        fmt = im.format
+        edited = edit(im)
+    options = {"exif": exif.tobytes()} if len(exif) else {}
+    if fmt == "PNG":
+        text = PngInfo()
+        text.add_text("sisr", info["sisr"])
+        options["pnginfo"] = text
+    if fmt == "TIFF":
+        options = {"tiffinfo": {305: exif[305]}}
+    edited.save(path, format=fmt, **options)
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp", "tiff"])
+def test_a_damaged_or_edited_output_is_not_skipped(tmp_path, capsys, ext):
+    src = tmp_path / "in"
+    write_image(src / "b.png", np.random.default_rng(1).integers(0, 256, (20, 18, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    args = ["upscale", str(src), "-o", str(out), "--ext", ext, *BICUBIC]
+    assert main(args) == 0
+    (dst,) = out.iterdir()
+    good = dst.read_bytes()
+    assert main(args) == 0 and "skipped 1 existing" in capsys.readouterr().out  # untouched: skipped
+    cases = {"truncated": lambda: dst.write_bytes(good[: len(good) // 2]),
+             "resized": lambda: _edit_keeping_metadata(dst, lambda im: im.resize((10, 10))),
+             "edited": lambda: _edit_keeping_metadata(dst, lambda im: im.point(lambda v: 255 - v))}
+    for case, damage in cases.items():
+        dst.write_bytes(good)
+        damage()
+        assert case == "truncated" or read_image_info(dst).provenance is not None  # the record was kept
+        assert main(args) == 1, case
+        err = capsys.readouterr().err
+        assert f"{dst}: exists" in err and "--overwrite" in err and "skipped" not in err, (case, err)
+        reason = {"truncated": ("does not decode completely", "was not made from"), "resized": ("not 36x40",),
+                  "edited": ("pixels are not those recorded",)}[case]
+        assert any(r in err for r in reason), (case, err)
+    assert main(args + ["--overwrite"]) == 0 and read_image(dst).shape[:2] == (40, 36)
+    assert main(args) == 0 and "skipped 1 existing" in capsys.readouterr().out
+
+
+def test_a_16_bit_tiff_output_cut_in_half_is_not_skipped(tmp_path, capsys):
+    pytest.importorskip("tifffile")
+    src = tmp_path / "in"
+    write_image(src / "c.png", np.random.default_rng(2).integers(0, 65536, (16, 14, 3), dtype=np.uint16))
+    args = ["upscale", str(src), "-o", str(tmp_path / "out"), "--ext", "tiff", *BICUBIC]
+    assert main(args) == 0
+    dst = tmp_path / "out" / "c.tif"
+    assert read_image(dst).dtype == np.uint16
+    dst.write_bytes(dst.read_bytes()[: dst.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(args) == 1 and f"{dst}: exists" in capsys.readouterr().err
+
+
+def test_an_output_of_an_older_sisr_without_a_pixel_record_is_not_skipped(tmp_path, capsys):
+    import json
+
+    write_image(tmp_path / "in" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *BICUBIC]
+    assert main(args) == 0
+    dst = tmp_path / "out" / "a.png"
+    record = json.loads(read_image_info(dst).provenance)
+    del record["output"]
+    write_image(dst, read_image(dst), overwrite=True, provenance=json.dumps(record, sort_keys=True))
+    assert main(args) == 1 and "without a fingerprint of its pixels" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- one bad image, folders
+
+
+def _huge_png_header(path, width=100_000, height=100_000):
+    """A PNG whose header claims width x height (one tiny IDAT): Pillow refuses it as a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+
+
+def test_one_bad_image_is_reported_and_the_rest_finish(tmp_path, capsys):
+    src = tmp_path / "in"
+    write_image(src / "a.png", np.zeros((4, 5, 3), np.uint8))
+    write_image(src / "wide.png", np.zeros((2, 8200, 3), np.uint8))  # x2: 16400 wide, over WebP's 16383
+    _huge_png_header(src / "bomb.png")
+    write_image(src / "z.png", np.zeros((6, 5, 3), np.uint8))
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), "-o", str(out), "--ext", "webp", *BICUBIC]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert f"{src / 'bomb.png'}: image too large" in captured.err
+    assert f"{out / 'wide.webp'}: 16400x4 cannot be written as WEBP (at most 16383" in captured.err
+    assert "2 input(s) failed" in captured.err and "wrote 2 image(s)" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["a.webp", "z.webp"]
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_back(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    for _ in range(2):
+        assert main(["upscale", ".", "-o", "big", *BICUBIC]) == 0
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == ["a.png", "big/a.png"]
+    assert "skipped 1 existing" in capsys.readouterr().out
+
+
+def test_progress_lines_count_in_completion_order(tmp_path, capsys):
+    src = tmp_path / "in"
+    for k in range(5):
+        write_image(src / f"{k}.png", np.zeros((4 + k, 4, 3), np.uint8))
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), *BICUBIC, "--threads", "2"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sisr upscale: [")]
+    assert [line.split("]")[0] for line in lines] == [f"sisr upscale: [{k}/5" for k in range(1, 6)]

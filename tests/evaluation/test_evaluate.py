@@ -128,7 +128,7 @@ def test_model_errors(tiny_root):
     net = _tiny_edsr()
     with pytest.raises(ConfigError, match="one scale"):
         evaluate(net, data_root=tiny_root, datasets=["Tiny"], scales=[2, 3], progress=False)
-    with pytest.raises(ConfigError, match="built for x2, not x3"):
+    with pytest.raises(ModelError, match="upscales x2, not x3"):
         evaluate(net, data_root=tiny_root, datasets=["Tiny"], scales=[3], progress=False)
     with pytest.raises(ConfigError, match="needs scales"):
         evaluate(torch.nn.Upsample(scale_factor=2), data_root=tiny_root, datasets=["Tiny"], progress=False)
@@ -200,3 +200,28 @@ def test_weights_file_scale_is_the_default_and_partial_outputs_are_refused(tmp_p
     with pytest.raises(OutputExistsError):
         save_results(results, out)
     assert sorted(p.name for p in out.iterdir()) == ["per_image.csv"]  # nothing half-written
+
+
+def test_evaluate_images_yields_what_was_scored_and_results_match_evaluate(tiny_root):
+    from sisr.evaluation.protocol import ImageResult, evaluate_images
+    from sisr.inference.options import RunOptions
+
+    net = _tiny_edsr()
+    images = evaluate_images(net, data_root=tiny_root, datasets=["Tiny"])
+    assert len(images) == 2
+    first = next(iter(images))
+    assert isinstance(first, ImageResult) and (first.dataset, first.scale, first.name) == ("Tiny", 2, "img0")
+    with torch.no_grad():
+        expected = tensor_to_image(net(image_to_tensor(first.lr)[None])[0], np.uint8)
+    np.testing.assert_array_equal(first.sr, expected)
+    assert first.score.psnr_y == psnr(first.sr, first.hr, 2) and first.hr.shape == first.sr.shape
+    results = images.results()  # runs the image not iterated yet
+    direct = evaluate(net, data_root=tiny_root, datasets=["Tiny"], progress=False)
+    assert [(i.name, i.psnr_y, i.ssim_y) for i in results.sets[0].images] == \
+        [(i.name, i.psnr_y, i.ssim_y) for i in direct.sets[0].images]
+    ens = evaluate(net, data_root=tiny_root, datasets=["Tiny"], options=RunOptions(self_ensemble=True), progress=False)
+    assert ens.sets[0].psnr_y == evaluate(net, data_root=tiny_root, datasets=["Tiny"], self_ensemble=True,
+                                          progress=False).sets[0].psnr_y
+    assert ens.protocol["forward"]["self_ensemble"] is True and ens.protocol["forward"]["backend"] == "auto"
+    with pytest.raises(ModelError, match="scale must be a whole number"):
+        evaluate_images("bicubic", data_root=tiny_root, datasets=["Tiny"], scales=[2.5])

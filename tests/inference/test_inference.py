@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from sisr.data.io import image_to_tensor, tensor_to_image, write_image
 from sisr.data.resize import imresize
 from sisr.inference.forward import run
 from sisr.inference.images import default_model, upscale
-from sisr.errors import ConfigError, ImageError
+from sisr.errors import ConfigError, ImageError, ModelError
 from sisr.utils.device import DeviceError, is_out_of_memory, resolve_device
 from sisr.weights import save_weights
 
@@ -232,7 +234,7 @@ def test_upscale_by_name_weights_file_and_default(tmp_path, monkeypatch):
                            hparams=model.sisr_spec.hparams)
     np.testing.assert_array_equal(upscale(img, weights), upscale(img, model))
     np.testing.assert_array_equal(upscale(img, "edsr-baseline", weights=weights), upscale(img, model))
-    with pytest.raises(ConfigError, match="upscales x4, not x2"):
+    with pytest.raises(ModelError, match="upscales x4, not x2"):
         upscale(img, model, scale=2)
 
 
@@ -255,3 +257,140 @@ def test_a_network_returning_its_input_leaves_the_callers_tensor_alone(options):
     y = run(Identity(), x, **options)
     assert torch.equal(x, before)
     torch.testing.assert_close(y, before.clamp(0, 1))
+
+
+# ----------------------------------------------------------------------------- RunOptions
+
+
+def test_run_options_check_themselves_once_and_name_the_option():
+    from sisr.inference.options import RunOptions
+
+    assert RunOptions().tile_overlap == 32 and RunOptions(tile_overlap=None).tile_overlap == 32
+    for kwargs, match in [({"tile": 40}, "--tile 40 must be at least twice the tile overlap"),
+                          ({"tile": "big"}, "--tile must be a number of LR pixels or 'auto'"),
+                          ({"tile": True}, "--tile must be"), ({"tile_overlap": -1}, "--tile-overlap must be >= 0"),
+                          ({"tile": 64, "chop": True}, "choose --tile or --chop, not both"),
+                          ({"chop_shave": -3}, "--chop-shave must be >= 0"),
+                          ({"chop_min_size": 0}, "--chop-min-size must be >= 1"),
+                          ({"precision": "int8"}, "unknown precision 'int8'"),
+                          ({"backend": "tvm"}, "unknown backend 'tvm'"),
+                          ({"alpha": "nearest"}, "alpha must be one of")]:
+        with pytest.raises(ConfigError, match=match):
+            RunOptions(**kwargs)
+    options = RunOptions(tile=64, self_ensemble=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.tile = 32
+    assert options.pixel_options() == {"tile": 64, "tile_overlap": 32, "chop": False, "chop_shave": 10,
+                                       "chop_min_size": 160000, "chop_round_to_scale": False, "self_ensemble": True,
+                                       "precision": "fp32", "alpha": "bicubic"}
+    assert RunOptions.build(options, tile=None) == RunOptions(self_ensemble=True)
+    with pytest.raises(ConfigError, match="compile=True is now backend='compile'"):
+        RunOptions.build(compile=True)
+    with pytest.raises(ConfigError, match="unknown inference option 'tiles'"):
+        run(nn.Identity(), rand(1, 3, 4, 4), tiles=8)
+    assert [RunOptions(backend=b).load_channels_last for b in ("auto", "eager", "compile")] == [None, False, False]
+    assert RunOptions(backend="eager", channels_last=True).load_channels_last is True
+
+
+def test_one_options_object_travels_from_upscale_array_to_the_convolution(monkeypatch):
+    """What run(), the Runner and the tiler receive is the very RunOptions object given to upscale_array."""
+    from sisr.inference import forward, network
+    from sisr.inference.images import upscale_array
+    from sisr.inference.options import RunOptions
+
+    seen = []
+    for module, name in ((forward, "Tiler"), (network, "check_precision")):
+        original = getattr(module, name)
+
+        def spy(*args, _original=original, **kwargs):
+            seen.extend(a for a in args if isinstance(a, RunOptions))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    original_runner = network.Runner.__init__
+
+    def runner_init(self, model, device, options=None, pixels=None):
+        seen.append(options)
+        original_runner(self, model, device, options, pixels)
+
+    monkeypatch.setattr(network.Runner, "__init__", runner_init)
+    options = RunOptions(tile=16, tile_overlap=4, self_ensemble=True)
+    upscale_array((rand(20, 18, 3).numpy() * 255).astype(np.uint8), tiny("edsr-baseline"), options)
+    assert seen and all(s is options for s in seen)
+
+
+# ----------------------------------------------------------------------------- wrong results refused (issue 23)
+
+
+def test_float_images_outside_0_1_non_finite_values_and_fractional_scales_are_refused():
+    model = sisr.create_model("bicubic", scale=2)
+    img = rand(6, 5, 3).numpy()
+    with pytest.raises(ImageError, match=r"float values must lie in \[0, 1\], got 0 to 255 .*divide 8-bit"):
+        upscale(np.linspace(0, 255, 90, dtype=np.float32).reshape(6, 5, 3), model)  # 8-bit values as float
+    with pytest.raises(ImageError, match=r"got -0\.49"):
+        upscale(img - 0.5, model)
+    nan = img.copy()
+    nan[2, 3, 1] = np.nan
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        upscale(nan, model)
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        run(model, torch.tensor(nan).permute(2, 0, 1)[None].float())
+    for bad in (2.5, "x2", True, 0):
+        with pytest.raises(ModelError, match="scale must be a whole number"):
+            upscale(img, "bicubic", scale=bad)
+    assert upscale(img, "bicubic", scale=2.0).shape == (12, 10, 3)  # a whole float is a scale
+    out = upscale(img.astype(np.float64), model)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------- memory layout
+
+
+def test_resolve_fixes_the_layout_once_and_run_never_converts_the_module():
+    from sisr.weights.handle import is_channels_last
+    from sisr.weights.loading import resolve
+
+    loaded = resolve("bicubic", 2)
+    assert not is_channels_last(loaded.module)  # no convolutions: nothing to convert
+    model = tiny("edsr-baseline")
+    inputs = []
+    model.head.register_forward_pre_hook(lambda m, a: inputs.append(a[0].is_contiguous()))
+    x = rand(1, 3, 70, 66)
+    reference = run(model, x)
+    assert not is_channels_last(model) and inputs[-1]  # auto: the contiguous module gets contiguous inputs
+    assert (run(model, x, channels_last=True) - reference).abs().max() < 1e-5
+    assert is_channels_last(model) and not inputs[-1]  # converted once, in place, on request
+    run(model, x, backend="eager")
+    assert is_channels_last(model) and not inputs[-1]  # and run in its layout from then on
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_concurrent_runs_of_one_module_leave_its_layout_alone(channels_last):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sisr.weights.handle import is_channels_last, set_channels_last
+
+    model = set_channels_last(tiny("edsr-baseline"), channels_last)
+    xs = [rand(1, 3, 66, 64 + k, seed=k) for k in range(4)]
+    expected = [run(model, x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda x: run(model, x), xs * 2))
+    assert is_channels_last(model) == channels_last
+    for a, b in zip(outs, expected * 2):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_an_exported_backend_runs_a_channels_last_module_by_converting_it_once(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from sisr.weights.handle import is_channels_last
+    from sisr.weights.loading import load_model
+
+    model = tiny("edsr-baseline")
+    path = save_weights(model, tmp_path / "w.safetensors", model="edsr-baseline", scale=2,
+                        hparams=model.sisr_spec.hparams)
+    net = load_model(path)
+    assert is_channels_last(net)
+    x = rand(1, 3, 16, 20)
+    reference = run(net, x)
+    assert (run(net, x, backend="onnxruntime") - reference).abs().max() < 1 / 255
+    assert not is_channels_last(net)  # the export traced the contiguous layout it was given

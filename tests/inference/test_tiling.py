@@ -133,7 +133,7 @@ def test_bad_tile_options_are_clear_errors(kwargs, match):
 
 
 def test_estimate_memory_sees_linear_and_quadratic_costs():
-    runner = network.Runner(tiny("edsr-baseline"), torch.device("cpu"), None, False, False)
+    runner = network.Runner(tiny("edsr-baseline"), torch.device("cpu"))
     with torch.inference_mode():
         linear, quadratic = tiling.estimate_memory(runner)
     assert linear > 8 * 4 and quadratic == 0  # at least one 8-channel float map per pixel
@@ -144,7 +144,7 @@ def test_estimate_memory_sees_linear_and_quadratic_costs():
             a = torch.softmax(f.transpose(1, 2) @ f, -1)
             return (f @ a).view_as(x).repeat_interleave(2, -1).repeat_interleave(2, -2)
 
-    runner = network.Runner(Attention(), torch.device("cpu"), None, False, False)
+    runner = network.Runner(Attention(), torch.device("cpu"))
     with torch.inference_mode():
         linear, quadratic = tiling.estimate_memory(runner)
     assert quadratic >= 4  # at least one float32 score per pixel pair

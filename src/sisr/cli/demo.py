@@ -31,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.chart import render_chart
     from ..data.io import write_image
     from ..data.resize import imresize
-    from ..inference.images import resolve_model, upscale_array
     from ..errors import ConfigError
+    from ..inference.images import upscale_array
+    from ..weights.loading import resolve
     from ..metrics import psnr, ssim
     from .arguments import check_output_dir
 
@@ -41,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     s = args.scale
     hr = render_chart()  # 384 x 288: divisible by 2, 3, 4 and 8
     lr = imresize(hr, 1 / s)
-    net = resolve_model(args.model, s, weights=args.weights, device=args.device, notify=lambda m: print(f"note: {m}"))
-    name = net.sisr_spec.name if getattr(net, "sisr_spec", None) else type(net).__name__
+    loaded = resolve(args.model, s, weights=args.weights, device=args.device, notify=lambda m: print(f"note: {m}"))
+    name = loaded.name
     start = time.perf_counter()
-    sr = upscale_array(lr, net)
+    sr = upscale_array(lr, loaded)
     seconds = time.perf_counter() - start
 
     files = {"HR chart": (out / "chart_hr.png", hr), f"LR input (x1/{s})": (out / f"chart_lr_x{s}.png", lr),

@@ -47,15 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.protocol import RESULT_FILES, evaluate, save_results
     from ..utils.fs import check_outputs
-    from .arguments import check_output_dir
+    from .arguments import check_output_dir, run_options
 
+    options = run_options(args)
     if args.output:
         check_output_dir(args.output)
         check_outputs(args.output, RESULT_FILES, args.overwrite)  # before the slow part
     results = evaluate(
         args.model, data_root=args.data_root, datasets=args.datasets, scales=args.scales, weights=args.weights,
-        self_ensemble=args.self_ensemble, chop=args.chop, tile=args.tile, tile_overlap=args.tile_overlap,
-        precision=args.precision, lr_source=args.lr_source, degradation=args.degradation, border=args.border,
+        options=options, lr_source=args.lr_source, degradation=args.degradation, border=args.border,
         check_border=not args.no_border_check, gray_images=args.gray_images, shave=args.shave, device=args.device,
     )
     results.protocol["command"] = command_line("eval", args)

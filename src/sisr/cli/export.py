@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference.export import (INSTALL_HINT, ExportError, export_onnx, onnx_unsupported_reason,
                                  onnxruntime_available, require_onnx)
+    from ..weights.handle import set_channels_last
     from ..weights.loading import is_model_name, load_model
     from ..utils.fs import OutputExistsError
     from .arguments import check_output_file
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     require_onnx()
 
     model = load_model(args.model, args.scale, weights=args.weights)
+    set_channels_last(model, False)  # torch.export traces the contiguous layout (load_model gives channels_last)
     result = export_onnx(model, output, opset=args.opset, overwrite=args.overwrite, verify=onnxruntime_available())
     spec = getattr(model, "sisr_spec", None)
     what = f"{spec.name} x{spec.scale}" if spec is not None else args.model

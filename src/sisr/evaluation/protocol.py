@@ -26,7 +26,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,13 +36,14 @@ from .. import __version__
 from ..data.benchmark import BenchmarkSet
 from ..data.io import image_to_tensor, tensor_to_image
 from ..errors import ConfigError, ModelError
+from ..inference.images import rgb_to_gray
+from ..inference.options import RunOptions
 from ..metrics import CONVENTION, psnr, ssim
 from ..models.registry import count_parameters, get_info
 from ..utils.device import device_name, resolve_device
 from ..utils.fs import atomic_write_text, check_outputs, slug
-from ..weights.official import sha256_file
-from ..inference.images import rgb_to_gray
-from ..weights.loading import is_model_name, load_model
+from ..weights.handle import LoadedModel
+from ..weights.loading import is_model_name, resolve, whole_scale
 
 QUANTISATION = "SR clamped to [0, 1], x255, rounded half to even to uint8 before scoring (EDSR quantize)"
 GRAY_IMAGES = {
@@ -163,18 +164,140 @@ class EvalResults:
                            "protocol": self.protocol, "results": sets})
 
 
-def evaluate(
-    model: str | os.PathLike | torch.nn.Module,
+@dataclass
+class ImageResult:
+    """One scored image of :func:`evaluate_images`: the LR the network saw, its output as scored (``sr``,
+    quantised to uint8; one channel for a gray image under ``gray_images="gray"``), the HR it was scored
+    against, and the scores."""
+
+    dataset: str
+    scale: int
+    name: str
+    lr: np.ndarray
+    sr: np.ndarray
+    hr: np.ndarray
+    score: ImageScore
+
+
+class ImageEvaluation:
+    """What :func:`evaluate_images` returns: iterate it for each :class:`ImageResult` (set by set, scale by
+    scale, images in file order); :meth:`results` then gives the :class:`EvalResults` (running the images
+    not iterated yet)."""
+
+    def __init__(self, networks: dict[int, LoadedModel], sets: list[BenchmarkSet], options: RunOptions,
+                 settings: dict[str, Any], describe: Any):
+        self.networks, self.sets, self.options = networks, sets, options
+        self.settings = settings  # shave, gray_images, degradation, data_root, device
+        self._describe = describe
+        self._scores: list[SetScore] = []
+        self._gray: dict[str, list[str]] = {}
+        self._iterator: Iterator[ImageResult] | None = None
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.sets)
+
+    def __iter__(self) -> Iterator[ImageResult]:
+        if self._iterator is None:
+            self._iterator = self._images()
+        return self._iterator
+
+    def _images(self) -> Iterator[ImageResult]:
+        shave, gray_images = self.settings["shave"], self.settings["gray_images"]
+        run_options = None if is_plain(self.options) else self.options
+        for bench in self.sets:
+            loaded = self.networks[bench.scale]
+            crop = bench.scale if shave is None else int(shave)
+            scores = SetScore(bench.name, bench.scale, "")
+            self._scores.append(scores)
+            for item in bench:
+                start = time.perf_counter()
+                y = _forward(loaded, item.lr, run_options)
+                seconds = time.perf_counter() - start
+                if tuple(y.shape[-2:]) != item.hr.shape[:2]:
+                    raise ModelError(f"{bench.name}/{item.name}: model output is {y.shape[-1]}x{y.shape[-2]}, "
+                                     f"expected {item.hr.shape[1]}x{item.hr.shape[0]} (x{bench.scale})")
+                hr = item.hr
+                if item.gray:
+                    self._gray.setdefault(bench.name, []).append(item.name)
+                    if gray_images == "gray":
+                        y, hr = rgb_to_gray(y), hr[:, :, :1]
+                sr = tensor_to_image(y, np.uint8)
+                score = ImageScore(item.name, psnr(sr, hr, crop), ssim(sr, hr, crop), psnr(sr, hr, crop, y_only=False),
+                                   item.lr_source, item.lr_border, str(item.lr_path) if item.lr_path else None, seconds)
+                scores.images.append(score)
+                yield ImageResult(bench.name, bench.scale, item.name, item.lr, sr, hr, score)
+            scores.lr = bench.describe_lr(scores.images)
+
+    def results(self) -> EvalResults:
+        """The scores of every image (running those not iterated yet) with the protocol and the model."""
+        for _ in self:
+            pass
+        return EvalResults(self._describe(self.networks), self._protocol(), self._scores)
+
+    def _protocol(self) -> dict[str, Any]:
+        shave, gray_images = self.settings["shave"], self.settings["gray_images"]
+        gray = self._gray
+        forward = "model(x) under torch.inference_mode, whole image" if is_plain(self.options) else {
+            **{k: v for k, v in self.options.pixel_options().items() if k != "alpha"}, "backend": self.options.backend}
+        return {
+            "metrics": CONVENTION,
+            "channels": "psnr_y, ssim_y: Y (BT.601, 16-235); psnr_rgb: R, G, B",
+            "shave": "scale" if shave is None else int(shave),
+            "quantisation": QUANTISATION,
+            "hr": "modcrop(HR, scale) = HR cropped at bottom/right to LR size x scale",
+            "gray_images": GRAY_IMAGES[gray_images] + (
+                f" ({'; '.join(f'{k}: ' + ', '.join(dict.fromkeys(v)) for k, v in gray.items())})" if gray else ""),
+            "degradation": self.settings["degradation"].upper(),
+            "lr": {f"{s.dataset} x{s.scale}": s.lr for s in self._scores},
+            "data_root": str(self.settings["data_root"]),
+            "forward": forward,
+            "software": {"sisr": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+            "device": device_name(self.settings["device"]),
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+
+
+def evaluate_images(
+    model: str | os.PathLike | torch.nn.Module | LoadedModel,
     *,
     data_root: str | os.PathLike,
     datasets: Sequence[str] = ("Set5", "Set14", "B100"),
     scales: Sequence[int] | None = None,
     weights: str | os.PathLike | None = None,
-    self_ensemble: bool = False,
-    chop: bool = False,
-    tile: int | str | None = None,
-    tile_overlap: int | None = None,
-    precision: str = "fp32",
+    options: RunOptions | None = None,
+    lr_source: str = "auto",
+    degradation: str = "BI",
+    border: str = "symmetric",
+    check_border: bool = True,
+    gray_images: str = "rgb",
+    shave: int | None = None,
+    device: str | torch.device = "cpu",
+    **run_options: Any,
+) -> ImageEvaluation:
+    """The per-image results of :func:`evaluate` as an iterable :class:`ImageEvaluation` (same arguments,
+    without ``progress``): ``for image in evaluate_images(...)`` yields each :class:`ImageResult` as it is
+    scored; ``.results()`` gives the :class:`EvalResults`. Models, weights and sets are checked now."""
+    if gray_images not in GRAY_IMAGES:
+        raise ConfigError(f"gray_images must be one of {', '.join(GRAY_IMAGES)}; got '{gray_images}'")
+    options = RunOptions.build(options, **run_options)
+    dev = resolve_device(device)
+    networks = _load_networks(model, scales, weights, dev, load_layout(options))
+    sets = [BenchmarkSet(data_root, d, s, lr_source=lr_source, degradation=degradation, border=border,
+                         check_border=check_border) for d in dict.fromkeys(datasets) for s in networks]
+    settings = {"shave": shave, "gray_images": gray_images, "degradation": degradation, "data_root": data_root,
+                "device": dev}
+    return ImageEvaluation(networks, sets, options, settings, lambda nets: _describe_model(model, nets))
+
+
+def evaluate(
+    model: str | os.PathLike | torch.nn.Module | LoadedModel,
+    *,
+    data_root: str | os.PathLike,
+    datasets: Sequence[str] = ("Set5", "Set14", "B100"),
+    scales: Sequence[int] | None = None,
+    weights: str | os.PathLike | None = None,
+    options: RunOptions | None = None,
     lr_source: str = "auto",
     degradation: str = "BI",
     border: str = "symmetric",
@@ -183,73 +306,32 @@ def evaluate(
     shave: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    **run_options: Any,
 ) -> EvalResults:
     """Score ``model`` on each of ``datasets`` x ``scales`` (see the module docstring).
 
     ``model``: a registry name (shipped weights, or ``weights``), a weights file, or an
-    ``nn.Module`` for a single scale. ``scales`` defaults to 2, 3, 4 (those the model supports)
-    for a name, the file's scale for a file, and ``model.sisr_spec.scale`` for a module.
-    ``lr_source``/``degradation``/``border``/``check_border`` select and check the LR (see
-    ``BenchmarkSet``); ``shave`` defaults to the scale. ``gray_images``: ``"rgb"`` scores gray
-    test images (Set14 bridge) as their RGB replication, ``"gray"`` as gray images (see ``GRAY_IMAGES``).
+    ``nn.Module``/``LoadedModel`` for a single scale (see :func:`sisr.weights.resolve`). ``scales``
+    defaults to 2, 3, 4 (those the model supports) for a name, the file's scale for a file, and the
+    module's scale for a module. ``options``: a :class:`RunOptions` (or its keywords: ``self_ensemble``,
+    ``chop``, ``tile``, ``tile_overlap``, ``precision``, ...); with the defaults the network runs as a plain
+    ``model(x)`` on whole images. ``lr_source``/``degradation``/``border``/``check_border`` select and
+    check the LR (see ``BenchmarkSet``); ``shave`` defaults to the scale. ``gray_images``: ``"rgb"``
+    scores gray test images (Set14 bridge) as their RGB replication, ``"gray"`` as gray images (see
+    ``GRAY_IMAGES``). Per-image outputs: :func:`evaluate_images`.
     """
-    if gray_images not in GRAY_IMAGES:
-        raise ConfigError(f"gray_images must be one of {', '.join(GRAY_IMAGES)}; got '{gray_images}'")
-    dev = resolve_device(device)
-    networks = _load_networks(model, scales, weights, dev)
-    sets = [BenchmarkSet(data_root, d, s, lr_source=lr_source, degradation=degradation, border=border,
-                         check_border=check_border) for d in dict.fromkeys(datasets) for s in networks]
-    forward = {"self_ensemble": self_ensemble, "chop": chop, "tile": tile, "tile_overlap": tile_overlap,
-               "precision": precision}
-    use_run = self_ensemble or chop or tile is not None or precision != "fp32"
-    results: list[SetScore] = []
-    gray_names: dict[str, list[str]] = {}
-    bar = tqdm(total=sum(len(b) for b in sets), unit="img", disable=None if progress else True)
+    images = evaluate_images(model, data_root=data_root, datasets=datasets, scales=scales, weights=weights,
+                             options=options, lr_source=lr_source, degradation=degradation, border=border,
+                             check_border=check_border, gray_images=gray_images, shave=shave, device=device,
+                             **run_options)
+    bar = tqdm(total=len(images), unit="img", disable=None if progress else True)
     try:
-        for bench in sets:
-            bar.set_description(f"{bench.name} x{bench.scale}")
-            net = networks[bench.scale]
-            crop = bench.scale if shave is None else int(shave)
-            scores = SetScore(bench.name, bench.scale, "")
-            for item in bench:
-                start = time.perf_counter()
-                y = _forward(net, item.lr, dev, forward if use_run else None)
-                seconds = time.perf_counter() - start
-                if tuple(y.shape[-2:]) != item.hr.shape[:2]:
-                    raise ModelError(f"{bench.name}/{item.name}: model output is {y.shape[-1]}x{y.shape[-2]}, "
-                                     f"expected {item.hr.shape[1]}x{item.hr.shape[0]} (x{bench.scale})")
-                hr = item.hr
-                if item.gray:
-                    gray_names.setdefault(bench.name, []).append(item.name)
-                    if gray_images == "gray":
-                        y, hr = rgb_to_gray(y), hr[:, :, :1]
-                sr = tensor_to_image(y, np.uint8)
-                scores.images.append(ImageScore(
-                    item.name, psnr(sr, hr, crop), ssim(sr, hr, crop), psnr(sr, hr, crop, y_only=False),
-                    item.lr_source, item.lr_border, str(item.lr_path) if item.lr_path else None, seconds))
-                bar.update()
-            scores.lr = bench.describe_lr(scores.images)
-            results.append(scores)
+        for image in images:
+            bar.set_description(f"{image.dataset} x{image.scale}")
+            bar.update()
     finally:
         bar.close()
-    protocol = {
-        "metrics": CONVENTION,
-        "channels": "psnr_y, ssim_y: Y (BT.601, 16-235); psnr_rgb: R, G, B",
-        "shave": "scale" if shave is None else int(shave),
-        "quantisation": QUANTISATION,
-        "hr": "modcrop(HR, scale) = HR cropped at bottom/right to LR size x scale",
-        "gray_images": GRAY_IMAGES[gray_images] + (
-            f" ({'; '.join(f'{k}: ' + ', '.join(dict.fromkeys(v)) for k, v in gray_names.items())})" if gray_names else ""),
-        "degradation": degradation.upper(),
-        "lr": {f"{s.dataset} x{s.scale}": s.lr for s in results},
-        "data_root": str(data_root),
-        "forward": forward if use_run else "model(x) under torch.inference_mode, whole image",
-        "software": {"sisr": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
-        "device": device_name(dev),
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    return EvalResults(_describe_model(model, networks), protocol, results)
+    return images.results()
 
 
 def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
@@ -272,64 +354,67 @@ def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None,
 # --------------------------------------------------------------------------- helpers
 
 
-def _load_networks(model, scales: Sequence[int] | None, weights, dev: torch.device) -> dict[int, torch.nn.Module]:
-    """scale -> network in eval mode on ``dev``."""
-    if isinstance(model, torch.nn.Module):
-        spec = getattr(model, "sisr_spec", None)
+def is_plain(options: RunOptions) -> bool:
+    """Whether the options ask for nothing but a plain forward (the papers' whole-image protocol)."""
+    return options == RunOptions(progress=options.progress, alpha=options.alpha)
+
+
+def load_layout(options: RunOptions) -> bool | None:
+    """``resolve(channels_last=...)`` for an evaluation: contiguous for the plain forward (the layout the
+    recorded scores were made in), else what the options ask for (channels_last on the CPU under ``auto``)."""
+    return False if is_plain(options) else options.load_channels_last
+
+
+def _load_networks(model, scales: Sequence[int] | None, weights, dev: torch.device,
+                   channels_last: bool | None) -> dict[int, LoadedModel]:
+    """scale -> network in eval mode on ``dev`` (loaded in the layout ``channels_last`` asks for)."""
+    if isinstance(model, (torch.nn.Module, LoadedModel)):
+        loaded = resolve(model, weights=weights, device=dev)
         if scales is None:
-            if spec is None:
+            if loaded.scale is None:
                 raise ConfigError("an nn.Module without sisr_spec needs scales=[s] (one scale)")
-            scales = [spec.scale]
+            scales = [loaded.scale]
         if len(scales) != 1:
             raise ConfigError(f"an nn.Module works at one scale; got scales {list(scales)}")
-        if spec is not None and spec.scale != int(scales[0]):
-            raise ConfigError(f"the module is built for x{spec.scale}, not x{scales[0]}")
-        return {int(scales[0]): model.to(dev).eval()}
-    key = str(model)
-    if is_model_name(key):
-        info = get_info(key)
-        if scales is None and weights is not None:  # the file's scale
-            net = load_model(key, weights=weights, device=dev)
-            return {int(net.sisr_spec.scale): net}
-        if scales is None:
-            scales = [s for s in (2, 3, 4) if s in info.scales]
-        return {int(s): load_model(key, int(s), weights=weights, device=dev) for s in dict.fromkeys(scales)}
-    if weights is not None:
-        raise ConfigError(f"weights are given twice: model '{key}' is a file and weights='{weights}'")
+        scale = whole_scale(scales[0])
+        return {scale: resolve(loaded, scale)}
+    if scales is None and (weights is not None or not is_model_name(str(model))):  # the file's scale
+        loaded = resolve(model, weights=weights, device=dev, channels_last=channels_last)
+        return {loaded.scale: loaded}
     if scales is None:
-        net = load_model(key, device=dev)
-        return {int(net.sisr_spec.scale): net}
-    return {int(s): load_model(key, int(s), device=dev) for s in dict.fromkeys(scales)}
+        scales = [s for s in (2, 3, 4) if s in get_info(str(model)).scales]
+    return {s: resolve(model, s, weights=weights, device=dev, channels_last=channels_last)
+            for s in dict.fromkeys(whole_scale(s) for s in scales)}
 
 
-def _forward(net: torch.nn.Module, lr: np.ndarray, dev: torch.device, run_options: dict | None) -> torch.Tensor:
-    """The network's output ``(3, sH, sW)``, float32 on the CPU."""
-    x = image_to_tensor(lr)[None].to(dev)
+def _forward(loaded: LoadedModel, lr: np.ndarray, run_options: RunOptions | None) -> torch.Tensor:
+    """The network's output ``(3, sH, sW)``, float32 on the CPU: ``model(x)`` under inference mode, or
+    :func:`sisr.inference.forward.run` when options ask for more."""
+    x = image_to_tensor(lr)[None].to(loaded.device)
     if run_options is None:
         with torch.inference_mode():
-            y = net(x)
+            y = loaded.module(x)
     else:
         from ..inference.forward import run
 
-        y = run(net, x, **run_options)
+        y = run(loaded.module, x, run_options)
     return y[0].float().cpu()  # waits for the device
 
 
-def _describe_model(model, networks: dict[int, torch.nn.Module]) -> dict[str, Any]:
+def _describe_model(model, networks: dict[int, LoadedModel]) -> dict[str, Any]:
     per_scale = {}
-    for scale, net in networks.items():
-        spec = getattr(net, "sisr_spec", None)
-        meta = getattr(net, "sisr_weights", None) or {}
-        path = meta.get("path")
+    for scale, loaded in networks.items():
+        spec, net = loaded.spec, loaded.module
         n_params = count_parameters(net)
+        path = loaded.weights.path
         per_scale[f"x{scale}"] = {
-            "model": spec.name if spec else type(net).__name__,
+            "model": loaded.name,
             "hparams": dict(spec.hparams) if spec else None,
             "parameters": n_params,
-            "weights": path,
-            "sha256": sha256_file(path) if path else (_state_sha256(net) if n_params else None),
+            "weights": None if path is None else str(path),
+            "sha256": loaded.weights.sha256 if path else (_state_sha256(net) if n_params else None),
         }
-    if isinstance(model, torch.nn.Module):
+    if isinstance(model, (torch.nn.Module, LoadedModel)):
         label = per_scale[next(iter(per_scale))]["model"]
     elif is_model_name(model):
         label = str(model).lower()

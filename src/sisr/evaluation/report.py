@@ -10,9 +10,9 @@
     report/crops/<set>/<image>/c<k>_<i>_<model>.png  crop k of column i (HR, bicubic, models), zoomed
 
 Scores are those of :func:`sisr.evaluation.protocol.evaluate` (paper protocol: Y PSNR/SSIM, shave =
-scale, SR quantised to uint8), one call per model; ``bicubic`` is always included. The crops are
-cut from the very outputs that ``evaluate`` scores: each network runs inside a wrapper that
-keeps the windows of its quantised output.
+scale, SR quantised to uint8), one pass per model through :func:`~sisr.evaluation.protocol.evaluate_images`;
+``bicubic`` is always included. The crops are cut from the very outputs that were scored (each
+image result carries them), matched to their image by set and name.
 
 Crops are chosen without looking at the models: per image, the ``crop_size`` x ``crop_size``
 HR window with the largest sum of squared Y error of the bicubic upscaling, searched in the
@@ -25,7 +25,6 @@ under a crop is Y PSNR over the whole crop (no shave) of the quantised output.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import html
 import json
 import os
@@ -40,15 +39,15 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..data.benchmark import BenchmarkSet, DatasetError, default_roots, find_root
-from ..data.io import image_to_tensor, tensor_to_image
-from ..errors import ConfigError, ModelError, WeightsError
+from ..errors import ConfigError
 from ..metrics import CONVENTION, psnr, rgb_to_y
-from ..models.registry import is_model_name, list_models
 from ..utils.device import resolve_device
 from ..utils.fs import OutputExistsError, atomic_write_text, slug
 from ..utils.plot import bar_chart, font, save_png
-from .protocol import EvalResults, _json_safe, evaluate
-from ..weights.loading import load_model
+from ..weights.handle import LoadedModel
+from ..weights.loading import is_model_name, resolve, whole_scale
+from ..inference.options import RunOptions
+from .protocol import EvalResults, ImageResult, _json_safe, evaluate_images, load_layout
 
 __all__ = ["make_report", "select_crops", "file_label", "ReportModel"]
 
@@ -72,7 +71,7 @@ class ReportModel:
     label: str
     source: str  # registry name or weights file, as given
     weights: str | None
-    net: torch.nn.Module | None = None
+    loaded: LoadedModel | None = None
     results: EvalResults | None = None
 
 
@@ -89,35 +88,8 @@ class _Image:
     sr_crops: dict[str, list[np.ndarray]] = field(default_factory=dict)  # label -> one per window
 
 
-class _Recorder(torch.nn.Module):
-    """Runs ``net`` and keeps the windows of its quantised output for the images it recognises.
-
-    Images are recognised by a hash of the LR input, so the crops come from exactly the
-    outputs that ``evaluate`` scores, whatever order it runs them in.
-    """
-
-    def __init__(self, net: torch.nn.Module, label: str, index: Mapping[str, list[_Image]], bar: tqdm):
-        super().__init__()
-        self.net, self.label, self.index, self.bar = net, label, index, bar
-        for attr in ("sisr_spec", "sisr_weights"):
-            if hasattr(net, attr):
-                setattr(self, attr, getattr(net, attr))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.net(x)
-        for lr, sr in zip(x, y):
-            images = self.index.get(_lr_key(lr))
-            if images is None:
-                raise RuntimeError(f"{self.label}: evaluate() ran an input the report did not index")
-            out = tensor_to_image(sr, np.uint8)
-            for image in images:
-                image.sr_crops[self.label] = [out[t:t + c, l:l + c].copy() for t, l, c in image.windows]
-            self.bar.update()
-        return y
-
-
 def make_report(
-    models: Sequence[str | os.PathLike | torch.nn.Module],
+    models: Sequence[str | os.PathLike | torch.nn.Module | LoadedModel],
     datasets: Sequence[str],
     scale: int,
     out_dir: str | os.PathLike,
@@ -128,22 +100,25 @@ def make_report(
     crops_per_image: int = 1,
     zoom: int | None = None,
     device: str | torch.device = "cpu",
+    options: RunOptions | None = None,
     overwrite: bool = False,
     progress: bool = True,
     command: str | None = None,
 ) -> Path:
     """Write the report folder ``out_dir`` (see the module docstring); return the path of its index.html.
 
-    ``models``: registry names (shipped weights, or ``weights[name]``), weights files, or
-    modules with ``sisr_spec``; ``bicubic`` is added first when absent. ``datasets``: set
+    ``models``: registry names (shipped weights, or ``weights[name]``), weights files, modules with
+    ``sisr_spec`` or ``LoadedModel``s (see :func:`sisr.weights.resolve`); ``bicubic`` is added first when
+    absent. ``datasets``: set
     folders under ``data_root`` (default: ``$SISR_DATASETS``, ``./datasets``, ``../shared/datasets``).
     ``crop_size``: crop side in HR pixels (smaller when the image is); ``zoom``: pixel repetition
     of the crops (default: ``256 // crop_size``, at least 1). ``out_dir`` must be absent or empty
-    unless ``overwrite``. ``command`` is recorded in the page. Columns are named after the registry
+    unless ``overwrite``. ``options``: how every network runs (a :class:`RunOptions`; default: the papers'
+    plain whole-image forward). ``command`` is recorded in the page. Columns are named after the registry
     name, or the weights file (:func:`file_label`: a run's ``best.safetensors`` by the run folder);
     equal names get ``-2``, ``-3``...
     """
-    scale = int(scale)
+    scale = whole_scale(scale)
     if crop_size < 1:
         raise ConfigError(f"crop size must be >= 1 HR pixel, got {crop_size}")
     if crops_per_image < 1:
@@ -160,22 +135,9 @@ def make_report(
     dev = resolve_device(device)
     root = _find_root(data_root, datasets)
     sets = [BenchmarkSet(root, d, scale, check_border=False) for d in dict.fromkeys(datasets)]
-    columns = _load_models(models, weights or {}, scale, dev)
-
-    n_images = sum(len(b) for b in sets)
-    bar = tqdm(total=n_images * (1 + len(columns)), unit="img", disable=None if progress else True)
-    try:
-        bar.set_description("choosing crops")
-        images, index = _index_images(sets, columns[0].net, crop_size, crops_per_image, dev, bar)
-        for col in columns:
-            bar.set_description(col.label)
-            recorder = _Recorder(col.net, col.label, index, bar)
-            col.results = evaluate(recorder, data_root=root, datasets=[b.name for b in sets], scales=[scale],
-                                   check_border=False, device=dev, progress=False)
-            col.net = None  # scored: release it
-    finally:
-        bar.close()
-
+    options = options or RunOptions()
+    columns = _load_models(models, weights or {}, scale, dev, load_layout(options))
+    images = _score_columns(columns, sets, root, (scale, dev, options), crop_size, crops_per_image, progress)
     protocol = {k: v for k, v in columns[0].results.protocol.items() if k != "date"}
     info = {
         "scale": scale,
@@ -190,6 +152,33 @@ def make_report(
         "protocol": protocol,
     }
     return _write(out_dir, columns, sets, images, info, overwrite)
+
+
+def _score_columns(columns: list[ReportModel], sets: Sequence[BenchmarkSet], root: Path, how: tuple,
+                   crop_size: int, count: int, progress: bool) -> list[_Image]:
+    """Each column's scores and crops from :func:`evaluate_images` (``how``: scale, device, options), images
+    matched by set and name. The first column (bicubic) chooses the crop windows; the crops are cut from the
+    outputs that were scored."""
+    scale, dev, options = how
+    images: dict[tuple[str, str], _Image] = {}
+    bar = tqdm(total=sum(len(b) for b in sets) * len(columns), unit="img", disable=None if progress else True)
+    try:
+        for col in columns:
+            bar.set_description(col.label)
+            scored = evaluate_images(col.loaded, data_root=root, datasets=[b.name for b in sets], scales=[scale],
+                                     check_border=False, device=dev, options=options)
+            for result in scored:
+                key = (result.dataset, result.name)
+                if col is columns[0]:
+                    images[key] = _new_image(result, crop_size, count)
+                image = images[key]
+                image.sr_crops[col.label] = [result.sr[t:t + c, l:l + c].copy() for t, l, c in image.windows]
+                bar.update()
+            col.results = scored.results()
+            col.loaded = None  # scored: release it
+    finally:
+        bar.close()
+    return list(images.values())
 
 
 # --------------------------------------------------------------------------- inputs
@@ -214,42 +203,32 @@ def _find_root(data_root: str | os.PathLike | None, datasets: Sequence[str]) -> 
                        f"(give the data root: --data-root DIR)")
 
 
-def _load_models(models, weights: Mapping[str, str | os.PathLike], scale: int,
-                 dev: torch.device) -> list[ReportModel]:
-    """Bicubic first, then the models in order, each loaded (so bad names fail before any work)."""
-    names = {str(m).lower() for m in models if not isinstance(m, torch.nn.Module)}
+def _load_models(models, weights: Mapping[str, str | os.PathLike], scale: int, dev: torch.device,
+                 channels_last: bool | None) -> list[ReportModel]:
+    """Bicubic first, then the models in order, each resolved (so bad names fail before any work)."""
+    names = {str(m).lower() for m in models if not isinstance(m, (torch.nn.Module, LoadedModel))}
     for name in weights:
         if name.lower() not in names:
             raise ConfigError(f"weights given for '{name}', which is not among the models")
-    sources: list[Any] = ["bicubic"] + [m for m in models if isinstance(m, torch.nn.Module)
+    sources: list[Any] = ["bicubic"] + [m for m in models if isinstance(m, (torch.nn.Module, LoadedModel))
                                         or str(m).lower() != "bicubic"]
     out: list[ReportModel] = []
     labels: set[str] = set()
     for src in sources:
-        if isinstance(src, torch.nn.Module):
-            spec = getattr(src, "sisr_spec", None)
-            if spec is not None and int(spec.scale) != scale:
-                raise ConfigError(f"module {spec.name} upscales x{spec.scale}, not x{scale}")
-            net, label, given, wfile = src.to(dev).eval(), spec.name if spec else type(src).__name__, "module", None
+        if isinstance(src, (torch.nn.Module, LoadedModel)):
+            loaded = resolve(src, scale, device=dev)
+            label, given = loaded.name, "module"
         else:
             given = str(src)
-            key = given.lower()
-            wfile = next((str(v) for k, v in weights.items() if k.lower() == key), None)
-            if is_model_name(key):
-                label = key
-            elif Path(given).is_file():
-                label = file_label(given)
-            elif Path(given).suffix or "/" in given or os.sep in given:
-                raise WeightsError(f"{given}: no such weights file")
-            else:
-                raise ModelError(f"unknown model '{given}'; models: {', '.join(list_models())} (or a weights file)")
-            net = load_model(given, scale, weights=wfile, device=dev)
+            wfile = next((str(v) for k, v in weights.items() if k.lower() == given.lower()), None)
+            loaded = resolve(given, scale, weights=wfile, device=dev, channels_last=channels_last)  # as evaluate does
+            label = given.lower() if is_model_name(given) else file_label(given)
         base, n = label, 2
         while label in labels:
             label, n = f"{base}-{n}", n + 1
         labels.add(label)
-        path = (getattr(net, "sisr_weights", None) or {}).get("path")
-        out.append(ReportModel(label, given, path, net))
+        path = loaded.weights.path
+        out.append(ReportModel(label, given, None if path is None else str(path), loaded))
     return out
 
 
@@ -303,33 +282,12 @@ def select_crops(sr: np.ndarray, hr: np.ndarray, size: int, count: int, border: 
     return windows
 
 
-def _lr_key(lr: torch.Tensor | np.ndarray) -> str:
-    """Hash of an LR image: a ``(C, H, W)`` float tensor in [0, 1] or a ``(H, W, C)`` uint8 array."""
-    if isinstance(lr, torch.Tensor):
-        arr = torch.round(lr.detach().to("cpu", torch.float32) * 255).to(torch.uint8).numpy()
-    else:
-        arr = np.asarray(lr).transpose(2, 0, 1)
-    arr = np.ascontiguousarray(arr)
-    return hashlib.sha1(repr(arr.shape).encode() + arr.tobytes()).hexdigest()
-
-
-def _index_images(sets: Sequence[BenchmarkSet], bicubic: torch.nn.Module, crop_size: int, count: int,
-                  dev: torch.device, bar: tqdm) -> tuple[list[_Image], dict[str, list[_Image]]]:
-    """Every image's crop windows (from its bicubic upscaling), HR crops and overview; LR hash -> images."""
-    images: list[_Image] = []
-    index: dict[str, list[_Image]] = {}
-    for bench in sets:
-        for item in bench:
-            with torch.inference_mode():
-                up = bicubic(image_to_tensor(item.lr)[None].to(dev))
-            sr = tensor_to_image(up[0], np.uint8)
-            windows = select_crops(sr, item.hr, crop_size, count, bench.scale)
-            image = _Image(bench.name, item.name, (item.hr.shape[1], item.hr.shape[0]), windows,
-                           [item.hr[t:t + c, l:l + c].copy() for t, l, c in windows], _overview(item.hr, windows))
-            images.append(image)
-            index.setdefault(_lr_key(item.lr), []).append(image)
-            bar.update()
-    return images, index
+def _new_image(bicubic: ImageResult, crop_size: int, count: int) -> _Image:
+    """An image of the report: its crop windows chosen on the bicubic output, HR crops and overview."""
+    hr = bicubic.hr
+    windows = select_crops(bicubic.sr, hr, crop_size, count, bicubic.scale)
+    return _Image(bicubic.dataset, bicubic.name, (hr.shape[1], hr.shape[0]), windows,
+                  [hr[t:t + c, l:l + c].copy() for t, l, c in windows], _overview(hr, windows))
 
 
 def _overview(hr: np.ndarray, windows: Sequence[tuple[int, int, int]]) -> Image.Image:
@@ -519,5 +477,4 @@ def _html(columns, set_names, scores, charts, figures, info) -> str:
         out.append(f"<li><b>{e(str(key))}</b>: {e(str(value))}</li>")
     if "metrics" not in info["protocol"]:
         out.append(f"<li><b>metrics</b>: {e(CONVENTION)}</li>")
-    out += ["</ul>", "</body>", "</html>", ""]
-    return "\n".join(out)
+    return "\n".join(out + ["</ul>", "</body>", "</html>", ""])

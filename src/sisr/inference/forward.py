@@ -1,6 +1,6 @@
 """Inference: run a network on a batch or an image, whole, tiled or chopped.
 
-``run(model, x)`` maps a float batch in [0, 1] to the super-resolved batch,
+``run(model, x, options)`` maps a float batch in [0, 1] to the super-resolved batch,
 clamped to [0, 1], under ``torch.inference_mode``. Options:
 
 * ``tile=N`` (LR pixels) or ``"auto"``: overlapping tiles blended with a
@@ -26,10 +26,12 @@ clamped to [0, 1], under ``torch.inference_mode``. Options:
   ``forward_x8``); each pass is tiled or chopped when asked.
 * ``precision``: ``fp32``, ``bf16`` or ``fp16`` through autocast (weights stay
   fp32), only where the model's ``ModelInfo.precisions`` lists it.
-* ``backend``: ``auto`` (eager; channels_last on the CPU), ``eager``, ``compile``
-  (a cached AOTInductor package on the CPU, torch.compile on a GPU) or ``onnxruntime``
-  (see ``backends.py``; tested to match eager fp32 within 1/255). ``channels_last=True``
-  and ``compile=True`` are the older spellings (``compile=True`` means ``backend="compile"``).
+* ``backend``: ``auto`` and ``eager`` (the module as it is, in the memory layout it was loaded in:
+  ``sisr.weights.resolve`` loads CPU networks in channels_last), ``compile`` (a cached AOTInductor
+  package on the CPU, torch.compile on a GPU) or ``onnxruntime`` (see ``backends.py``; tested to
+  match eager fp32 within 1/255). ``channels_last=True`` converts a contiguous module once, in place.
+
+Every option travels in one :class:`~sisr.inference.options.RunOptions`, checked when it is made.
 
 ``upscale(image, ...)`` does the same for numpy images and paths, keeping the
 image's form (gray, alpha, 8/16 bit).
@@ -40,56 +42,38 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from .network import Runner, call_checked, check_precision, model_device, model_name
-from .tiling import DEFAULT_TILE_OVERLAP, Tiler
+from ..errors import ConfigError, ImageError
+from ..weights.handle import identify
+from .network import Runner, call_checked, model_device, model_name
+from .options import CHOP_MIN_SIZE, CHOP_SHAVE, RunOptions
+from .tiling import Tiler
 
-CHOP_SHAVE = 10  # EDSR-PyTorch / RCAN / CSNLN forward_chop defaults
-CHOP_MIN_SIZE = 160_000
+__all__ = ["run", "RunOptions", "CHOP_SHAVE", "CHOP_MIN_SIZE"]
 
 
-def run(model: nn.Module, x: torch.Tensor, *, self_ensemble: bool = False, tile: int | str | None = None,
-        tile_overlap: int | None = None, chop: bool = False, chop_shave: int = CHOP_SHAVE,
-        chop_min_size: int = CHOP_MIN_SIZE, chop_round_to_scale: bool = False, precision: str = "fp32",
-        channels_last: bool = False, compile: bool = False, progress: bool = False,
-        backend: str = "auto") -> torch.Tensor:
+def run(model: nn.Module, x: torch.Tensor, options: RunOptions | None = None, /, **keywords) -> torch.Tensor:
     """Super-resolve a float batch ``(N, C, H, W)`` in [0, 1]; returns ``(N, C, sH, sW)`` in [0, 1].
 
-    The network runs on its own device (the input's for networks without
-    parameters); the result is on the input's device. ``chop_round_to_scale``
-    rounds chop quadrants up as CSNLN's copy of ``forward_chop`` does
-    (``size += s - size % s``). See the module docstring for the options.
+    ``options``: a :class:`RunOptions`; keywords (``tile=64``, ``self_ensemble=True``, ...) build or
+    amend one. The network runs on its own device (the input's for networks without parameters) in
+    its own memory layout; the result is on the input's device. A non-finite input is an ``ImageError``.
     """
+    options = RunOptions.build(options, **keywords)
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         raise ConfigError("run() expects a float tensor of shape (N, C, H, W) in [0, 1]")
-    if tile is not None and chop:
-        raise ConfigError("choose tiling (tile=...) or the authors' chop (chop=True), not both")
+    if not bool(torch.isfinite(x).all()):
+        raise ImageError("run(): the input has NaN or infinite values")
     device = model_device(model, x.device)
-    dtype = check_precision(model, precision, device)
-    overlap = DEFAULT_TILE_OVERLAP if tile_overlap is None else int(tile_overlap)
-    tiler = Tiler(tile, overlap, progress, model_name(model)) if tile is not None else None
-    if chop and (chop_shave < 0 or chop_min_size < 1):
-        raise ConfigError(f"chop needs shave >= 0 and min_size >= 1 (got {chop_shave}, {chop_min_size})")
-
+    tiler = Tiler(options, model_name(model)) if options.tile is not None else None
     was_training = model.training
     model.eval()
-    runner = None
     try:
-        pixels = tile * tile if isinstance(tile, int) else x.shape[-2] * x.shape[-1]
-        runner = Runner(model, device, dtype, channels_last, compile, backend, pixels)
+        pixels = options.tile ** 2 if isinstance(options.tile, int) else x.shape[-2] * x.shape[-1]
+        runner = Runner(model, device, options, pixels)
         x = x.float()
         with torch.inference_mode():
-            scale = _scale(model, runner, x) if (tiler or chop) else None
-            if chop:
-                def engine(v):
-                    return _chop(runner, v, scale, chop_shave, chop_min_size, chop_round_to_scale)
-            elif tiler is not None:
-                def engine(v):
-                    return tiler(runner, v, scale)
-            else:
-                def engine(v):
-                    return call_checked(runner, v, "the whole image")
-            if not self_ensemble:
+            engine = _engine(options, runner, tiler, _scale(model, runner, x) if (tiler or options.chop) else 0)
+            if not options.self_ensemble:
                 out = engine(x)
             else:
                 out = None
@@ -99,16 +83,24 @@ def run(model: nn.Module, x: torch.Tensor, *, self_ensemble: bool = False, tile:
                 out = out.div_(8)
             return out.clamp_(0.0, 1.0)
     finally:
-        if runner is not None:
-            runner.close()
         model.train(was_training)
+
+
+def _engine(options: RunOptions, runner: Runner, tiler: Tiler | None, scale: int):
+    """One forward over a batch: chopped, tiled or whole."""
+    if options.chop:
+        return lambda v: _chop(runner, v, scale, options.chop_shave, options.chop_min_size,
+                               options.chop_round_to_scale)
+    if tiler is not None:
+        return lambda v: tiler(runner, v, scale)
+    return lambda v: call_checked(runner, v, "the whole image")
 
 
 def _scale(model: nn.Module, runner: Runner, x: torch.Tensor) -> int:
     """The network's upscaling factor: from its spec, else measured on a small crop."""
-    spec = getattr(model, "sisr_spec", None)
-    if spec is not None:
-        return int(spec.scale)
+    scale = identify(model).scale
+    if scale is not None:
+        return scale
     probe = x[:1, :, : min(8, x.shape[2]), : min(8, x.shape[3])]
     y = call_checked(runner, probe, "a scale probe", runner.eager)
     s = y.shape[-1] // probe.shape[-1]

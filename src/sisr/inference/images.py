@@ -1,94 +1,51 @@
-"""Images through a network: the default model, model resolution, numpy arrays and files (gray, alpha, 16 bit)."""
+"""Images through a network: numpy arrays and files (gray, alpha, 16 bit), with the model resolved once.
+
+The model rules (a name, a weights file, a module, the default model) live in :func:`sisr.weights.resolve`;
+``default_model`` is re-exported here.
+"""
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ImageError
-from ..utils.device import resolve_device
-from ..weights.loading import load_model
-from ..weights.pretrained import pretrained_path
-from .forward import CHOP_MIN_SIZE, CHOP_SHAVE, run
+from ..errors import ImageError
+from ..weights.handle import LoadedModel
+from ..weights.loading import DEFAULT_MODEL, FALLBACK_MODEL, default_model, resolve
+from .forward import run
+from .options import ALPHA_MODES, RunOptions
 
-DEFAULT_MODEL = "defian-s"
-FALLBACK_MODEL = "bicubic"
-
-
-def default_model(scale: int) -> tuple[str, str | None]:
-    """The model ``upscale`` uses when none is named, and a notice when it is the fallback.
-
-    ``defian-s`` when its shipped weights exist for ``scale``; otherwise
-    ``bicubic`` (no trained network is shipped yet).
-    """
-    if pretrained_path(DEFAULT_MODEL, scale) is not None:
-        return DEFAULT_MODEL, None
-    return FALLBACK_MODEL, (f"no shipped weights for {DEFAULT_MODEL} x{scale}: using bicubic interpolation "
-                            f"(choose a network with --model/--weights)")
-
-def resolve_model(model: str | os.PathLike | nn.Module | None = None, scale: int | None = None, *,
-                  weights: str | os.PathLike | None = None, device: str | torch.device = "auto",
-                  notify: Callable[[str], None] | None = None) -> nn.Module:
-    """The network ``upscale`` uses: a module as given, a registry name or a weights file, or the default.
-
-    A module stays on its device when ``device="auto"`` and is moved otherwise.
-    ``notify`` receives the one-line notice of the default-model rule (default:
-    a ``UserWarning``).
-    """
-    if isinstance(model, nn.Module):
-        if weights is not None:
-            raise ConfigError("weights= applies to a model name, not to a module")
-        own = getattr(getattr(model, "sisr_spec", None), "scale", None)
-        if scale is not None and own is not None and int(scale) != int(own):
-            raise ConfigError(f"the module upscales x{own}, not x{scale}")
-        if str(device) != "auto":
-            model.to(resolve_device(device))
-        return model.eval()
-    if model is None and weights is None:
-        model, notice = default_model(int(scale or 2))
-        if notice:
-            (notify or (lambda m: warnings.warn(m, UserWarning, stacklevel=3)))(notice)
-        return load_model(model, int(scale or 2), device=device)
-    if model is None:
-        return load_model(weights, scale, device=device)
-    return load_model(model, scale, weights=weights, device=device)
+__all__ = ["upscale", "upscale_array", "default_model", "rgb_to_gray", "DEFAULT_MODEL", "FALLBACK_MODEL",
+           "ALPHA_MODES"]
 
 
-def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike | nn.Module | None = None,
+def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike | nn.Module | LoadedModel | None = None,
             scale: int | None = None, *, weights: str | os.PathLike | None = None,
-            device: str | torch.device = "auto", tile: int | str | None = None, tile_overlap: int | None = None,
-            chop: bool = False, chop_shave: int = CHOP_SHAVE, chop_min_size: int = CHOP_MIN_SIZE,
-            chop_round_to_scale: bool = False, self_ensemble: bool = False, precision: str = "fp32",
-            channels_last: bool = False, compile: bool = False, progress: bool = False,
-            alpha: str = "bicubic", backend: str = "auto") -> np.ndarray:
+            device: str | torch.device = "auto", options: RunOptions | None = None, **keywords) -> np.ndarray:
     """Super-resolve a numpy image (or an image file) and return a numpy image of the same form.
 
     ``image``: ``(H, W)`` or ``(H, W, C)`` with C = 1 gray, 2 gray+alpha, 3 RGB,
     4 RGBA; uint8, uint16 (kept, through float32) or float in [0, 1] (float32
-    out). Gray runs through the network as RGB (the gray value in all three
-    channels) and is brought back with the BT.601 luma weights; alpha is
+    out; values outside [0, 1], NaN or infinity are refused). Gray runs through the network as RGB (the gray
+    value in all three channels) and is brought back with the BT.601 luma weights; alpha is
     upscaled separately with MATLAB-exact bicubic interpolation and clamped
     (``alpha="model"``: through the network as gray instead).
-    ``model``: registry name, weights file or ``nn.Module`` (default: see
-    :func:`default_model`); ``scale`` defaults to the weights file's, else 2.
-    Loading a network per call is slow: for many images pass a module from
-    :func:`sisr.load_model`.
+    ``model``: registry name, weights file, ``nn.Module``, ``LoadedModel`` or None (the default model);
+    ``scale`` defaults to the weights file's, else 2; see :func:`sisr.weights.resolve`. ``options``: a
+    :class:`RunOptions`; keywords (``tile="auto"``, ``self_ensemble=True``, ...) build or amend one.
+    Loading a network per call is slow: for many images pass a module from :func:`sisr.load_model`.
     """
+    options = RunOptions.build(options, **keywords)
     if isinstance(image, (str, os.PathLike)):
         from ..data.io import read_image
 
         image = read_image(Path(image))
-    net = resolve_model(model, scale, weights=weights, device=device)
-    return upscale_array(image, net, tile=tile, tile_overlap=tile_overlap, chop=chop, chop_shave=chop_shave,
-                         chop_min_size=chop_min_size, chop_round_to_scale=chop_round_to_scale,
-                         self_ensemble=self_ensemble, precision=precision, channels_last=channels_last,
-                         compile=compile, progress=progress, alpha=alpha, backend=backend)
+    loaded = resolve(model, scale, weights=weights, device=device, channels_last=options.load_channels_last)
+    return upscale_array(image, loaded, options)
 
 
 GRAY_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's convert("L")
@@ -99,28 +56,19 @@ def rgb_to_gray(y: torch.Tensor) -> torch.Tensor:
     return (y * torch.tensor(GRAY_LUMA, dtype=y.dtype, device=y.device).view(3, 1, 1)).sum(0, keepdim=True)
 
 
-ALPHA_MODES = ("bicubic", "model")
+def upscale_array(image: np.ndarray, net: nn.Module | LoadedModel, options: RunOptions | None = None, /,
+                  **keywords) -> np.ndarray:
+    """``upscale`` for a numpy image and a ready network (a module or a ``LoadedModel``).
 
-
-def upscale_array(image: np.ndarray, net: nn.Module, *, alpha: str = "bicubic", **run_options) -> np.ndarray:
-    """``upscale`` for a numpy image and a ready network; ``run_options`` go to :func:`run`.
-
-    ``alpha``: ``bicubic`` (MATLAB-exact, clamped) or ``model`` (the alpha plane through the
-    network as a gray image).
+    ``options.alpha``: ``bicubic`` (MATLAB-exact, clamped) or ``model`` (the alpha plane through the
+    network as a gray image); the other options go to :func:`run`.
     """
-    if alpha not in ALPHA_MODES:
-        raise ConfigError(f"alpha must be one of {', '.join(ALPHA_MODES)}, got '{alpha}'")
+    options = RunOptions.build(options, **keywords)
+    module = net.module if isinstance(net, LoadedModel) else net
     from ..data.io import image_to_tensor, tensor_to_image
 
-    arr = np.asarray(image)
-    flat = arr.ndim == 2
-    if flat:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageError(f"image: expected (H, W) or (H, W, C) with C in 1..4, got shape {arr.shape}")
+    arr = _checked_array(image)
     is_float = arr.dtype.kind == "f"
-    if not is_float and arr.dtype not in (np.uint8, np.uint16):
-        raise ImageError(f"image: unsupported dtype {arr.dtype} (uint8, uint16 or float in [0, 1])")
     channels = arr.shape[2]
     gray = channels <= 2
     color = arr[:, :, :1] if gray else arr[:, :, :3]
@@ -128,20 +76,20 @@ def upscale_array(image: np.ndarray, net: nn.Module, *, alpha: str = "bicubic", 
 
     def to_tensor(a: np.ndarray) -> torch.Tensor:
         if is_float:
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1).clamp(0, 1)
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)
         return image_to_tensor(a)
 
     x = to_tensor(color)
     if gray:
         x = x.expand(3, -1, -1)
-    y = run(net, x[None].contiguous(), **run_options)[0]
+    y = run(module, x[None].contiguous(), options)[0]
     if gray:
         y = rgb_to_gray(y)
     y = y.cpu()
     if alpha_plane is not None:
         a = to_tensor(alpha_plane[:, :, None])
-        if alpha == "model":
-            a = rgb_to_gray(run(net, a.expand(3, -1, -1)[None].contiguous(), **run_options)[0]).cpu()[0].clamp(0, 1)
+        if options.alpha == "model":
+            a = rgb_to_gray(run(module, a.expand(3, -1, -1)[None].contiguous(), options)[0]).cpu()[0].clamp(0, 1)
         else:
             a = _upscale_alpha(a[0], y.shape[-2:])
         y = torch.cat([y, a[None]], 0)
@@ -149,7 +97,26 @@ def upscale_array(image: np.ndarray, net: nn.Module, *, alpha: str = "bicubic", 
         out = y.clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float32)
     else:
         out = tensor_to_image(y, arr.dtype)
-    return out[:, :, 0] if flat else out
+    return out[:, :, 0] if np.ndim(image) == 2 else out
+
+
+def _checked_array(image: np.ndarray) -> np.ndarray:
+    """``image`` as ``(H, W, C)``; ``ImageError`` for shapes, dtypes and float values ``upscale`` cannot take."""
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"image: expected (H, W) or (H, W, C) with C in 1..4, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ImageError("image: has NaN or infinite values")
+        low, high = float(arr.min()), float(arr.max())
+        if low < 0 or high > 1:
+            raise ImageError(f"image: float values must lie in [0, 1], got {low:g} to {high:g} (divide 8-bit "
+                             f"values by 255, 16-bit ones by 65535, or pass the uint8/uint16 array)")
+    elif arr.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"image: unsupported dtype {arr.dtype} (uint8, uint16 or float in [0, 1])")
+    return arr
 
 
 def _upscale_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,8 +1,9 @@
-"""How a network is called: its device, autocast precision, backend (backends.py), and out-of-memory errors."""
+"""How a network is called: device, memory layout, autocast precision, backend (backends.py), out-of-memory errors."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from typing import Callable
 
@@ -11,6 +12,8 @@ from torch import nn
 
 from ..errors import ConfigError, SisrError
 from ..utils.device import is_out_of_memory, release_cached_memory
+from ..weights.handle import identify, is_channels_last, module_device, set_channels_last
+from .options import RunOptions
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -20,31 +23,35 @@ class InferenceOutOfMemory(SisrError):
 
 
 class Runner:
-    """Calls the network: moves the input to its device, autocast, fp32 result on the input's device."""
+    """Calls the network: moves the input to its device, autocast, fp32 result on the input's device.
 
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype | None,
-                 channels_last: bool = False, compile: bool = False, backend: str = "eager",
+    Inputs go in the module's own memory layout (fixed when it was loaded, see ``sisr.weights.resolve``);
+    the module is not converted per call, so one module can serve concurrent calls. Two requests convert
+    it once, in place (under a lock): ``options.channels_last`` (to channels_last), and the backends that
+    export the network (``onnxruntime``; ``compile`` on the CPU), which trace it in the contiguous layout.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, options: RunOptions | None = None,
                  pixels: int | None = None):
         from .backends import prepare
 
+        options = options or RunOptions()
         self.eager = model
         self.device = device
-        self.dtype = dtype
-        prepared = prepare(model, backend, device, dtype, channels_last, compile, pixels)
+        self.dtype = check_precision(model, options.precision, device)
+        exported = options.backend == "onnxruntime" or (options.backend == "compile" and device.type == "cpu")
+        layout = False if exported else (True if options.channels_last else None)  # export traces NCHW weights
+        if layout is not None and is_channels_last(model) != layout:
+            with _LAYOUT_LOCK:
+                set_channels_last(model, layout)
+        own = is_channels_last(model)
+        prepared = prepare(model, options.backend, device, self.dtype, own, False, pixels)
         self.fn = prepared.fn
-        self.channels_last = prepared.channels_last
-        self.backend = prepared.name
+        if prepared.fn is model:  # eager: the module's layout, whatever prepare would have converted to
+            self.channels_last, self.backend = own, "eager (channels_last)" if own else "eager"
+        else:
+            self.channels_last, self.backend = prepared.channels_last, prepared.name
         self.warned = False  # the reduced-precision fallback warns once per run
-        self._restore_layout = False
-        if self.channels_last and self.fn is model:
-            self._restore_layout = _conv_weights_contiguous(model)
-            model.to(memory_format=torch.channels_last)  # values unchanged; undone by close()
-
-    def close(self) -> None:
-        """Give the module back in the memory layout it came in."""
-        if self._restore_layout:
-            self.eager.to(memory_format=torch.contiguous_format)
-            self._restore_layout = False
 
     @property
     def precision_name(self) -> str:
@@ -74,8 +81,7 @@ class Runner:
         return y
 
 
-def _conv_weights_contiguous(model: nn.Module) -> bool:
-    return all(p.is_contiguous() for p in model.parameters() if p.ndim == 4)
+_LAYOUT_LOCK = threading.Lock()
 
 
 def output_is_sound(x: torch.Tensor, y: torch.Tensor) -> bool:
@@ -90,25 +96,26 @@ def output_is_sound(x: torch.Tensor, y: torch.Tensor) -> bool:
 
 def model_device(model: nn.Module, fallback: torch.device | str = "cpu") -> torch.device:
     """Device of the network's first parameter or buffer; ``fallback`` for networks with neither."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device(fallback)
+    return module_device(model, fallback)
 
 
 def model_name(model: nn.Module) -> str | None:
-    spec = getattr(model, "sisr_spec", None)
-    return getattr(spec, "name", None)
+    spec = identify(model).spec
+    return None if spec is None else spec.name
 
 
 def model_info(model: nn.Module):
-    name = model_name(model)
-    if name is None:
-        return None
-    from ..models import get_info
+    return identify(model).info
 
-    return get_info(name)
+
+def check_run(model: nn.Module, options: RunOptions, device: torch.device) -> torch.dtype | None:
+    """What a run with ``options`` needs of this network and device (precision, backend), checked before any
+    work: the autocast dtype, or a one-line ``ConfigError``."""
+    from .backends import check
+
+    dtype = check_precision(model, options.precision, device)
+    check(options.backend, device, dtype)
+    return dtype
 
 
 def check_precision(model: nn.Module, precision: str, device: torch.device) -> torch.dtype | None:

@@ -13,8 +13,9 @@ from ..errors import ConfigError
 from ..utils.device import free_memory, is_out_of_memory, release_cached_memory
 from ..utils.memory import PeakMemory
 from .network import InferenceOutOfMemory, Runner, call_checked
+from .options import DEFAULT_TILE_OVERLAP, RunOptions
 
-DEFAULT_TILE_OVERLAP = 32  # LR pixels between neighbouring tiles
+__all__ = ["DEFAULT_TILE_OVERLAP", "Tiler", "tile_starts", "tile_window", "estimate_memory"]
 AUTO_MEMORY_FRACTION = 0.5  # share of the free memory an automatic tile may use
 _PROBE_SIZES = (16, 32)
 _TILE_MULTIPLE = 8
@@ -52,20 +53,12 @@ def tile_window(length: int, has_prev: bool, has_next: bool, overlap: int) -> to
 class Tiler:
     """Tiled forward with a fixed or automatic tile size (kept across self-ensemble passes)."""
 
-    def __init__(self, tile: int | str, overlap: int, progress: bool, model_name: str | None):
-        self.auto = isinstance(tile, str)
-        if self.auto and tile != "auto":
-            raise ConfigError(f"tile must be a number of LR pixels or 'auto', got '{tile}'")
-        if overlap < 0:
-            raise ConfigError(f"tile overlap must be >= 0, got {overlap}")
-        if not self.auto:
-            tile = int(tile)
-            if tile < 2 * overlap or tile < 1:
-                raise ConfigError(f"tile ({tile}) must be at least twice the tile overlap ({overlap}) and >= 1")
-        self.tile: int | None = None if self.auto else tile
+    def __init__(self, options: RunOptions, model_name: str | None):
+        self.auto = options.tile == "auto"  # the sizes were checked when the options were made
+        self.tile: int | None = None if self.auto else int(options.tile)
         self.chosen = False
-        self.overlap = overlap
-        self.progress = progress
+        self.overlap = options.tile_overlap
+        self.progress = options.progress
         self.model_name = model_name
 
     def __call__(self, runner: Runner, x: torch.Tensor, scale: int) -> torch.Tensor:

@@ -94,3 +94,17 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     except Exception as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
     return sd, meta
+
+
+# The model handle, importable from here too: sisr.weights.resolve(...) -> LoadedModel. Loaded on first use
+# (those modules import this one for the file format above).
+_LAZY = {"resolve": "loading", "load_model": "loading", "default_model": "loading", "LoadedModel": "handle",
+         "WeightsSource": "handle", "identify": "handle"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
