@@ -25,15 +25,12 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import os
 import sys
 
 from ..utils.malloc import keep_freed_memory
 
-from .. import __version__
+from .. import __version__, tune_process
 from ..errors import SisrError
-
-OMP_SPIN_COUNT = "10000"  # libgomp spins before it sleeps (its default with no policy set: 300000)
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -52,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("sisr.cli.export", "export a model to ONNX"),
     "experiment": ("sisr.cli.experiment", "the papers' ablation and results tables: list, run, table"),
     "inspect": ("sisr.cli.inspect", "the papers' attention, Hessian and correlation maps of a network"),
+    "serve": ("sisr.cli.serve", "a local web page and HTTP API for upscaling (needs sisr[serve])"),
 }
 
 
@@ -83,9 +81,7 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
         print(f"sisr: error: unknown command '{name}'\n\n{_top_level_help()}", file=sys.stderr)
         return 2
     module_name, help_ = COMMANDS[name]
-    if "OMP_WAIT_POLICY" not in os.environ:  # read by OpenMP when torch loads; the user's choice wins
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # LLVM/Intel OpenMP (macOS wheels): sleep at once
-        os.environ.setdefault("GOMP_SPINCOUNT", OMP_SPIN_COUNT)  # libgomp (Linux wheels): spin briefly first
+    tune_process(allocator=False)  # OpenMP's wait policy, read when torch loads: before the command's imports
     module = importlib.import_module(module_name)
     if getattr(module, "KEEP_FREED_MEMORY", True):  # profile measures RSS growth: it keeps glibc's defaults
         keep_freed_memory()
