@@ -3,7 +3,9 @@
 Everything is created by sisr itself (no downloaded image): the chart is
 rendered, downscaled with MATLAB-exact bicubic (the BI degradation), and
 upscaled with the default model (``defian-s`` when its weights are shipped,
-otherwise bicubic interpolation, with a notice). Files go to ``sisr-demo/``.
+otherwise bicubic interpolation, with a notice). Files go to ``sisr-demo/``: the chart, its LR
+version, the output and a side-by-side picture (bicubic | model | original, whole and zoomed on the
+text) to open; the gain over bicubic is printed in dB.
 An existing file with the same pixels is kept; one with other pixels (another
 model, older weights) is an error unless ``--overwrite``, checked before
 anything is written.
@@ -47,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     sr = upscale_array(lr, loaded)
     seconds = time.perf_counter() - start
+    bicubic = np.asarray(imresize(lr, s))
+    scores = {"bicubic": psnr(bicubic, hr, shave=s), name: psnr(sr, hr, shave=s)}
 
     files = {"HR chart": (out / "chart_hr.png", hr), f"LR input (x1/{s})": (out / f"chart_lr_x{s}.png", lr),
-             f"{name} x{s} output": (out / f"chart_x{s}_{name}.png", sr)}
+             f"{name} x{s} output": (out / f"chart_x{s}_{name}.png", sr),
+             "side by side": (out / f"compare_x{s}_{name}.png", side_by_side(bicubic, sr, hr, name, s, scores))}
     same = {}
     for label, (path, img) in files.items():
         if path.exists() and not args.overwrite:
@@ -63,10 +68,36 @@ def run(args: argparse.Namespace) -> int:
             continue
         write_image(path, img, overwrite=args.overwrite)
         print(f"{label:<22} {path}")
+    gain = scores[name] - scores["bicubic"]
     print(f"{name} x{s}: {lr.shape[1]}x{lr.shape[0]} -> {sr.shape[1]}x{sr.shape[0]} in {seconds:.2f} s; "
-          f"vs HR (Y, shave {s}): PSNR {psnr(sr, hr, shave=s):.2f} dB, SSIM {ssim(sr, hr, shave=s):.4f}"
-          + (f" (bicubic: {psnr(np.asarray(imresize(lr, s)), hr, shave=s):.2f} dB)" if name != "bicubic" else ""))
+          f"vs HR (Y, shave {s}): PSNR {scores[name]:.2f} dB, SSIM {ssim(sr, hr, shave=s):.4f}"
+          + (f"; {gain:+.2f} dB over bicubic ({scores['bicubic']:.2f} dB)" if name != "bicubic" else ""))
+    print(f"open {files['side by side'][0]} to compare bicubic | {name} | the original")
     return 0
+
+
+def side_by_side(bicubic, sr, hr, name: str, scale: int, scores: dict):
+    """bicubic | model | original, whole and zoomed 2x on the chart's text (an RGB uint8 array)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..utils.plot import tile_grid
+
+    h, w = hr.shape[:2]
+    zoom = (slice(0, h // 2), slice(0, w // 2))  # the chart's text, as large as a whole panel at 2x
+
+    def panel(img, crop=False):
+        part = img[zoom] if crop else img
+        pil = Image.fromarray(np.ascontiguousarray(part))
+        return pil.resize((pil.width * 2, pil.height * 2), Image.Resampling.NEAREST) if crop else pil
+
+    images = (("bicubic", bicubic), (name, sr), ("original", hr))
+    rows = [[(label, panel(img)) for label, img in images],
+            [(f"{label}, zoomed 2x", panel(img, crop=True)) for label, img in images]]
+    note = ", ".join(f"{k} {v:.2f} dB" for k, v in scores.items())
+    grid = tile_grid(rows, title=f"sisr demo x{scale}: bicubic | {name} | original", tile_size=max(w, h),
+                     note=f"PSNR (Y, shave {scale}) against the original: {note}")
+    return np.asarray(grid.convert("RGB"))
 
 
 def _same_pixels(path: Path, img) -> bool:
