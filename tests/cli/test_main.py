@@ -79,3 +79,31 @@ def test_plot_does_not_load_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_threads_beyond_the_machine_are_one_line(capsys):
+    import pytest
+
+    from sisr.cli import max_threads
+
+    for bad in (str(max_threads() + 1), "99999999999"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["models", "--threads", bad])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"at most {max_threads()}" in err and "Traceback" not in err
+
+
+def test_warnings_reach_users_as_one_line_without_source_lines(capsys, monkeypatch):
+    import warnings
+
+    import sisr.cli.models as models
+
+    def run(args):
+        warnings.warn("something to know", UserWarning)
+        return 0
+
+    monkeypatch.setattr(models, "run", run)
+    assert main(["models"]) == 0
+    err = capsys.readouterr().err
+    assert err == "sisr models: warning (UserWarning): something to know\n"

@@ -119,3 +119,12 @@ def test_runs_with_the_same_folder_name_get_one_curve_each(tmp_path, monkeypatch
     monkeypatch.setattr(trainer_log, "line_chart", recording_chart)
     plot_runs(runs, tmp_path / "cmp")
     assert series["training loss"] == [str(r) for r in runs]
+
+
+def test_plot_out_through_a_file_is_one_line(tmp_path, capsys):
+    from sisr.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "afile")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exists and is not a folder" in err

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
 
 from ..utils.malloc import keep_freed_memory
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
     module.add_arguments(parser)
     own_threads = "--threads" in parser._option_string_actions  # profile: threads of its measurements
     if not own_threads:
-        parser.add_argument("--threads", type=_positive_int, metavar="N",
+        parser.add_argument("--threads", type=threads, metavar="N",
                             help="torch CPU threads (default: torch's choice, the number of cores)")
     parse = parser.parse_intermixed_args if getattr(module, "INTERMIXED_ARGS", False) else parser.parse_args
     args = parse(argv[1:])
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
             import torch  # noqa: F401 - the command's run() imports it: made here, it is frozen with the rest
         gc.freeze()  # never walked again: these objects live until exit anyway
         gc.enable()
+    import warnings
+
+    from .arguments import one_line_warnings
+
+    shown, warnings.showwarning = warnings.showwarning, one_line_warnings(f"sisr {name}")  # no file:line for users
     try:
         if not own_threads and args.threads:
             import torch
@@ -114,6 +120,8 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
     except KeyboardInterrupt:
         print(f"sisr {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 def _positive_int(text: str) -> int:
@@ -123,4 +131,17 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def max_threads() -> int:
+    """The most torch CPU threads a command accepts: 4 per core (at least 8); thousands crash the process."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def threads(text: str) -> int:
+    """``--threads``: a positive integer up to :func:`max_threads`."""
+    value = _positive_int(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(f"at most {max_threads()} (4 per core, at least 8), got {value}")
     return value

@@ -75,3 +75,20 @@ def __getattr__(name: str):
 
         return getattr(batch, _FROM_BATCH[name])
     raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+
+
+def one_line_warnings(prog: str = "sisr train"):
+    """``warnings.showwarning`` printing a warning as one line for the user (``<prog>: warning: ...``), without
+    the source file and line; torch's and other libraries' warnings keep their category name."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        import sys
+
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        own = category.__module__.startswith("sisr") or "sisr" in str(filename).replace("\\", "/").split("/")
+        label = "warning" if own else f"warning ({category.__name__})"
+        try:
+            print(f"{prog}: {label}: {text}", file=file or sys.stderr)
+        except (OSError, ValueError):  # a closed stream: as Python's own showwarning, say nothing
+            pass
+
+    return show

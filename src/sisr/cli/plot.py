@@ -21,12 +21,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..training.log import plot_runs
+    from .arguments import check_output_dir
     from ..errors import ConfigError
 
     if args.out is None and len(args.runs) > 1:
         raise ConfigError("several runs: give --out FOLDER for the comparison plots")
     # a run's own plots/ folder is redrawn in place; elsewhere files are kept unless --overwrite
     out = Path(args.out) if args.out else Path(args.runs[0]) / "plots"
+    check_output_dir(out)  # a file or an unwritable folder on the way: one line before any drawing
     overwrite = args.overwrite or args.out is None
     for path in plot_runs(args.runs, out, overwrite=overwrite):
         print(path)

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed forwards per model; the median is reported (default: 5; 0 skips timing)")
     parser.add_argument("--warmup", type=int, default=1, metavar="N",
                         help="untimed forwards before timing, >= 1; memory is measured on the first (default: 1)")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    from . import threads
+
+    parser.add_argument("--threads", type=threads, metavar="N", help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--tiny", action="store_true",
                         help="use each model's few-channel test configuration (to check the tool, not to report)")
     parser.add_argument("--in-process", action="store_true",

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from .arguments import one_line_warnings
+
 
 # overrides after an option (`--run-dir r data.hr=[...]`) belong to the positionals too: main() parses
 # this command's arguments with parse_intermixed_args
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..training.trainer import TrainingInterrupted, train
 
-    shown, warnings.showwarning = warnings.showwarning, one_line_warning
+    shown, warnings.showwarning = warnings.showwarning, one_line_warnings()
     try:
         run_dir = train(args.config, args.overrides, run_dir=args.run_dir, resume=args.resume)
     except TrainingInterrupted as exc:
@@ -99,21 +101,3 @@ def prepare_scale(cfg, workers: int | None, prog: str = "sisr train") -> str:
             f"{result.bytes() / 2**30:.2f} GiB in {cache}")
 
 
-def one_line_warnings(prog: str = "sisr train"):
-    """``warnings.showwarning`` printing a warning as one line for the user (``<prog>: warning: ...``), without
-    the source file and line; torch's and other libraries' warnings keep their category name."""
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        import sys
-
-        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-        own = category.__module__.startswith("sisr") or "sisr" in str(filename).replace("\\", "/").split("/")
-        label = "warning" if own else f"warning ({category.__name__})"
-        try:
-            print(f"{prog}: {label}: {text}", file=file or sys.stderr)
-        except (OSError, ValueError):  # a closed stream: as Python's own showwarning, say nothing
-            pass
-
-    return show
-
-
-one_line_warning = one_line_warnings()
