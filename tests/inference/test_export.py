@@ -234,3 +234,14 @@ def test_cli_export_refuses_non_onnx_and_its_own_weights(tmp_path, capsys):
     assert weights.read_bytes() == before and not (tmp_path / "tiny.txt").exists()
     with pytest.raises(ex.ExportError, match="must be an .onnx file"):
         ex.export_onnx(model, tmp_path / "x.safetensors")
+
+
+@needs_onnx
+def test_export_of_a_loaded_channels_last_network_keeps_its_layout(tmp_path):
+    """load_model puts networks in channels_last on the CPU; export traces a contiguous copy."""
+    from sisr.weights.handle import is_channels_last, set_channels_last
+
+    net = sisr.create_model("edsr-baseline", scale=2, n_resblocks=1, n_feats=8).eval()
+    set_channels_last(net, True)
+    result = ex.export_onnx(net, tmp_path / "m.onnx", verify=True)
+    assert result.verified and is_channels_last(net)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference.export import (INSTALL_HINT, ExportError, export_onnx, onnx_unsupported_reason,
                                  onnxruntime_available, require_onnx)
-    from ..weights.handle import set_channels_last
+    from ..weights.handle import identify
     from ..weights.loading import is_model_name, load_model
     from ..utils.fs import OutputExistsError
     from .arguments import check_output_file
@@ -52,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
     require_onnx()
 
     model = load_model(args.model, args.scale, weights=args.weights)
-    set_channels_last(model, False)  # torch.export traces the contiguous layout (load_model gives channels_last)
     result = export_onnx(model, output, opset=args.opset, overwrite=args.overwrite, verify=onnxruntime_available())
-    spec = getattr(model, "sisr_spec", None)
+    spec = identify(model).spec
     what = f"{spec.name} x{spec.scale}" if spec is not None else args.model
     if result.verified:
         shapes = " and ".join("x".join(map(str, s)) for s in result.checked_shapes)

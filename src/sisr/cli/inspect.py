@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--query applies to --what correlation, which this network does not have")
     stem = slug(image_path.stem, "image")
     check_outputs(out, figure_names(stem, what), overwrite=args.overwrite)
-    spec = getattr(net, "sisr_spec", None)
+    from ..weights.handle import identify
+
+    spec = identify(net).spec
     label = f"{spec.name} x{spec.scale}, {image_path.name}" if spec else image_path.name
     figures = render(net, image, what, query=query, module=args.module, label=label)
     for path in write_figures(figures, out, stem, overwrite=args.overwrite):

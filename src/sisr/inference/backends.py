@@ -50,6 +50,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..utils.fs import file_lock, fsync_dir, fsync_file, sha256_file
+from ..weights.handle import identify
 from .export import (CHECK_SHAPES, INSTALL_HINT, ExportError, _label, _onnxruntime, _root_message, compare_outputs,
                      export_onnx)
 
@@ -77,7 +78,7 @@ def cache_dir() -> Path:
 def model_key(model: nn.Module, kind: str) -> str:
     """sha256 (hex, 24 digits) of the network's class, source files, spec, state tensors, torch version, ``kind``."""
     h = hashlib.sha256()
-    spec = getattr(model, "sisr_spec", None)
+    spec = identify(model).spec
     h.update(f"{kind}|{torch.__version__}|{type(model).__module__}.{type(model).__qualname__}|".encode())
     if spec is not None:
         h.update(repr((spec.name, spec.scale, sorted(dict(spec.hparams).items()))).encode())

@@ -33,6 +33,7 @@ import torch
 
 from ..errors import SisrError
 from ..utils.fs import OutputExistsError, atomic_write_bytes
+from ..weights.handle import identify, is_channels_last, set_channels_last
 from ..weights.loading import is_model_name
 
 __all__ = ["ExportError", "OnnxExport", "export_onnx", "onnx_unsupported_reason", "onnx_notes",
@@ -136,8 +137,18 @@ def _root_message(exc: BaseException) -> str:
 
 
 def _label(model: torch.nn.Module) -> str:
-    spec = getattr(model, "sisr_spec", None)
+    spec = identify(model).spec
     return f"{spec.name} x{spec.scale}" if spec is not None else type(model).__name__
+
+
+def _contiguous(model: torch.nn.Module) -> torch.nn.Module:
+    """The model in the contiguous layout torch.export needs: a copy when it is channels_last (as loaded on the
+    CPU), so the caller's module keeps its layout."""
+    if not is_channels_last(model):
+        return model
+    import copy
+
+    return set_channels_last(copy.deepcopy(model), False)
 
 
 def _check_float32(model: torch.nn.Module, label: str) -> torch.device:
@@ -225,7 +236,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int |
         raise ExportError(f"{path}: the output must be an .onnx file")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
-    spec = getattr(model, "sisr_spec", None)
+    spec = identify(model).spec
     name = spec.name if spec is not None else None
     reason = onnx_unsupported_reason(name) if name else None
     if reason and not allow_unsupported:
@@ -237,6 +248,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int |
     if verify is True and ort is None:
         raise ExportError(f"verification needs the package onnxruntime, not installed; install with: {INSTALL_HINT}")
     device = _check_float32(model, label)
+    model = _contiguous(model)
 
     was_training = model.training
     model.eval()
