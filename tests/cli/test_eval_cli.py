@@ -101,3 +101,35 @@ def test_help_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "sisr", "eval", "--help"], capture_output=True, text=True, check=True)
     for option in ("--self-ensemble", "--chop", "--tile", "--weights", "--lr-source", "--gray-images", "-o"):
         assert option in out.stdout
+
+
+def test_one_eval_call_with_three_weights_files_writes_a_paper_table(tmp_path, capsys, datasets_root):
+    import json
+
+    from sisr import create_model
+    from sisr.weights import save_weights
+
+    files = []
+    for s in (2, 3, 4):
+        net = create_model("edsr-baseline", scale=s, n_resblocks=1, n_feats=8)
+        path = tmp_path / f"w{s}.safetensors"
+        save_weights(net.state_dict(), path, model="edsr-baseline", scale=s, hparams={"n_resblocks": 1, "n_feats": 8})
+        files.append(f"{s}={path}")
+    out = tmp_path / "table"
+    assert main(["eval", "--model", "edsr-baseline", "--weights", *files, "--self-ensemble", "both",
+                 "--data-root", str(datasets_root), "--datasets", "Set5", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("| edsr-baseline")]
+    assert len(rows) == 6 and sum("edsr-baseline+" in r for r in rows) == 3  # plain and "+" at x2, x3, x4
+    for name in ("results.json", "table.md", "table.csv", "table.tex", "env.json", "x3-plus/results.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "results.json").read_text())
+    assert sorted((r["method"], r["scale"]) for r in summary["rows"])[0] == ("edsr-baseline", 2)
+    assert "torch" in json.loads((out / "env.json").read_text())
+
+
+def test_eval_weights_per_scale_errors_are_one_line(tmp_path, capsys, datasets_root):
+    for bad in (["2=a", "2=b"], ["x=a", "3=b"], ["2="]):
+        assert main(["eval", "--model", "edsr-baseline", "--weights", *bad, "--data-root", str(datasets_root),
+                     "-o", str(tmp_path / "o")]) == 1
+        assert "--weights: expected" in capsys.readouterr().err

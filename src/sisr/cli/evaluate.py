@@ -3,11 +3,17 @@
 Prints a table (rows = sets, columns = scales, cells ``PSNR/SSIM`` on Y) and writes
 ``results.json``, ``per_image.csv`` and ``table.md`` into one folder (default
 ``results/eval-<model>-<timestamp>/``), each recording the protocol.
+
+A paper's table in one call: weights for several scales (``--weights 2=a.safetensors 3=b 4=c``) and/or
+``--self-ensemble both`` score every scale plain and "+" and write the papers' layout (rows: method and scale;
+columns: datasets) as ``table.md``/``table.csv``/``table.tex`` beside ``results.json`` and ``env.json``, each
+run's own files in ``x<s>[-plus]/``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .arguments import command_line, tile
 
@@ -15,14 +21,16 @@ from .arguments import command_line, tile
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="NAME|FILE",
                         help="registry name (shipped weights, or --weights) or a weights file")
-    parser.add_argument("--weights", metavar="FILE", help="weights for a registry model (one scale)")
+    parser.add_argument("--weights", nargs="+", metavar="[S=]FILE",
+                        help="weights for a registry model: one FILE, or S=FILE per scale (a paper table)")
     parser.add_argument("--data-root", required=True, metavar="DIR",
                         help="folder holding <Set>/HR and <Set>/LR_bicubic/X<s> (the EDSR benchmark layout)")
     parser.add_argument("--datasets", nargs="+", default=["Set5", "Set14", "B100"], metavar="SET",
                         help="set folder names (default: Set5 Set14 B100)")
     parser.add_argument("--scales", nargs="+", type=int, metavar="S",
                         help="scales (default: 2 3 4 for a model name, the file's scale for a weights file)")
-    parser.add_argument("--self-ensemble", action="store_true", help="mean of the 8 flips/transposes (the '+' models)")
+    parser.add_argument("--self-ensemble", nargs="?", const="yes", default="no", choices=("no", "yes", "both"),
+                        help="mean of the 8 flips/transposes (the '+' models); 'both': plain and '+' rows")
     parser.add_argument("--chop", action="store_true", help="EDSR-style 4-quadrant chop (the authors' test protocol)")
     parser.add_argument("--tile", type=tile, metavar="N|auto", help="run in overlapping tiles of N LR pixels")
     parser.add_argument("--tile-overlap", type=int, metavar="P", help="tile overlap in LR pixels")
@@ -49,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.fs import check_outputs
     from .arguments import check_output_dir, run_options
 
+    per_scale = _weights_by_scale(args.weights)
+    if per_scale is not None or args.self_ensemble == "both":
+        return _paper_table(args, per_scale)
+    args.weights = args.weights[0] if args.weights else None
+    args.self_ensemble = args.self_ensemble == "yes"
     options = run_options(args)
     if args.output:
         check_output_dir(args.output)
@@ -64,4 +77,47 @@ def run(args: argparse.Namespace) -> int:
     for key, text in results.protocol["lr"].items():
         print(f"LR {key}: {text}")
     print(f"results written to {out_dir}/ (results.json, per_image.csv, table.md)")
+    return 0
+
+
+def _weights_by_scale(items: list[str] | None) -> dict[int, str] | None:
+    """``S=FILE`` items as {scale: file}; None for a plain single FILE (today's meaning)."""
+    from ..errors import ConfigError
+
+    if not items or (len(items) == 1 and "=" not in items[0]):
+        return None
+    out: dict[int, str] = {}
+    for item in items:
+        scale, sep, path = item.partition("=")
+        if not sep or not scale.isdigit() or not path or int(scale) in out:
+            raise ConfigError(f"--weights: expected one FILE or S=FILE once per scale, got '{item}'")
+        out[int(scale)] = path
+    return out
+
+
+def _paper_table(args: argparse.Namespace, per_scale: dict[int, str] | None) -> int:
+    """Several scales and/or plain and "+" in one call: the papers' layout (evaluation.tables)."""
+    from ..errors import ConfigError
+    from ..evaluation.tables import TABLE_FILES, evaluate_table, render, write_table
+    from ..utils.fs import check_outputs
+    from .arguments import check_output_dir, run_options
+
+    if per_scale is None:
+        if args.weights and args.scales and len(args.scales) > 1:
+            raise ConfigError("one weights file holds one scale: give --weights S=FILE per scale")
+        per_scale = {s: (args.weights[0] if args.weights else None) for s in (args.scales or [2, 3, 4])}
+    elif args.scales:
+        raise ConfigError("--scales and --weights S=FILE both choose the scales: give one of them")
+    out = args.output or f"results/eval-{Path(str(args.model)).stem}-table"
+    check_output_dir(out)
+    check_outputs(out, TABLE_FILES, args.overwrite)
+    plus = {"no": (False,), "yes": (True,), "both": (False, True)}[args.self_ensemble]
+    args.self_ensemble = False
+    rows = evaluate_table(args.model, per_scale, self_ensemble=plus, data_root=args.data_root,
+                          datasets=args.datasets, options=run_options(args), lr_source=args.lr_source,
+                          degradation=args.degradation, border=args.border, check_border=not args.no_border_check,
+                          gray_images=args.gray_images, shave=args.shave, device=args.device)
+    folder = write_table(rows, out, args.datasets, command=command_line("eval", args), overwrite=args.overwrite)
+    print(render(rows, args.datasets, "md"), end="")
+    print(f"results written to {folder}/ ({', '.join(TABLE_FILES)}; each run in x<s>[-plus]/)")
     return 0
