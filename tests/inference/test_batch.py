@@ -174,3 +174,32 @@ def test_an_exported_backend_gets_a_loaded_channels_last_module_ready_once(tmp_p
     for job in result.done:
         reference = sisr.upscale(read_image(job.source), model).astype(int)
         assert np.abs(read_image(job.output).astype(int) - reference).max() <= 1
+
+
+def test_shards_split_a_folder_deterministically(tmp_path, monkeypatch):
+    from sisr.cli import main
+    from testing_utils import write_noise_images
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    src = write_noise_images(tmp_path / "in", 5, (6, 7, 3))
+    made = []
+    for i in (1, 2):
+        out = tmp_path / f"out{i}"
+        assert main(["upscale", str(src), "-o", str(out), "--model", "bicubic", "--shard", f"{i}/2"]) == 0
+        made.append({p.name for p in out.iterdir()})
+    assert made[0].isdisjoint(made[1]) and len(made[0] | made[1]) == 5 and len(made[0]) == 3
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun the rank picks the shard
+    assert main(["upscale", str(src), "-o", str(tmp_path / "r"), "--model", "bicubic"]) == 0
+    assert {p.name for p in (tmp_path / "r").iterdir()} == made[1]
+
+
+def test_a_bad_shard_is_a_usage_error(tmp_path, capsys):
+    import pytest
+
+    from sisr.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["upscale", str(tmp_path), "-o", str(tmp_path / "o"), "--shard", "3/2"])
+    assert exit_.value.code == 2 and "1 <= I <= N" in capsys.readouterr().err

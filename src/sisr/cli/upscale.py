@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="same as --backend compile")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--suffix", default="", help="added to each output name before the extension (e.g. _x4)")
+    parser.add_argument("--shard", type=_shard, metavar="I/N",
+                        help="only the I-th of N deterministic shares of the images (cluster job arrays; "
+                             "under torchrun: RANK+1/WORLD_SIZE by default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = upscale_files(args.inputs, args.output, args.model, args.scale, weights=args.weights,
                                device=args.device, options=options, output_options=files, progress=console,
+                               shard=args.shard,
                                notify=lambda m: console.write(f"sisr upscale: note: {m}"))
     finally:
         console.close()
@@ -131,3 +135,10 @@ class _Console:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _shard(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got '{text}'")
+    return int(i), int(n)

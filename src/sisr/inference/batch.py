@@ -115,7 +115,7 @@ def upscale_files(inputs: Iterable[str | os.PathLike], output: str | os.PathLike
                   device: str | torch.device = "auto", options: RunOptions | None = None,
                   output_options: OutputOptions | None = None, workers: int | None = None,
                   progress: Callable[[BatchEvent], None] | None = None,
-                  notify: Callable[[str], None] | None = None) -> BatchResult:
+                  notify: Callable[[str], None] | None = None, shard: tuple[int, int] | None = None) -> BatchResult:
     """Upscale image files and folders into ``output`` (see the module docstring); returns what happened.
 
     ``model``/``scale``/``weights``/``device``: as :func:`sisr.weights.resolve` (a module or a
@@ -125,6 +125,8 @@ def upscale_files(inputs: Iterable[str | os.PathLike], output: str | os.PathLike
     :class:`BatchEvent` per image; ``notify(message)`` the notes (default model, multi-frame files,
     a backend being built). Errors that concern the whole job (options, output location, model,
     weights, device) raise before anything is written or skipped; errors of one image are collected.
+    ``shard=(i, n)``: only every n-th image from the i-th (1-based) in the sorted order of the outputs, so n
+    processes or array jobs split a folder deterministically (default: by RANK/WORLD_SIZE under torchrun).
     """
     from ..utils.device import resolve_device
 
@@ -134,6 +136,7 @@ def upscale_files(inputs: Iterable[str | os.PathLike], output: str | os.PathLike
     jobs, errors = plan_jobs(inputs, Path(output), job.files.suffix, ext=job.files.ext, has_suffix_option=True)
     for message in errors:
         job.fail(None, message)
+    jobs = shard_jobs(jobs, shard if shard is not None else launcher_shard())
     if not jobs:
         return job.result
     loaded = resolve(model, scale, weights=weights, device=device, notify=job.notify,
@@ -143,6 +146,24 @@ def upscale_files(inputs: Iterable[str | os.PathLike], output: str | os.PathLike
     if todo:
         job.run(todo, workers)
     return job.result
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    i, n = shard
+    if not (isinstance(i, int) and isinstance(n, int) and 1 <= i <= n):
+        raise ConfigError(f"shard {i}/{n}: expected I/N with 1 <= I <= N")
+    return i, n
+
+
+def launcher_shard() -> tuple[int, int]:
+    """(RANK + 1, WORLD_SIZE) of a torchrun launch; (1, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")) + 1, max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def shard_jobs(jobs: list[Job], shard: tuple[int, int]) -> list[Job]:
+    """The jobs of shard ``(i, n)``: every n-th from the i-th, in the sorted order of the outputs."""
+    i, n = check_shard(shard)
+    return sorted(jobs, key=lambda j: str(j.output))[i - 1::n] if n > 1 else jobs
 
 
 class _BatchJob:
