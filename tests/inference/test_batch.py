@@ -203,3 +203,16 @@ def test_a_bad_shard_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["upscale", str(tmp_path), "-o", str(tmp_path / "o"), "--shard", "3/2"])
     assert exit_.value.code == 2 and "1 <= I <= N" in capsys.readouterr().err
+
+
+def test_a_linked_sub_folder_is_noted_not_followed(tmp_path, capsys):
+    from sisr.cli import main
+    from testing_utils import write_noise_images
+
+    src = write_noise_images(tmp_path / "in", 1, (6, 7, 3))
+    write_noise_images(tmp_path / "elsewhere", 1, (6, 7, 3))
+    (src / "linked").symlink_to(tmp_path / "elsewhere")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", "bicubic"]) == 0
+    err = capsys.readouterr().err
+    assert "linked: a symbolic link to a folder, not followed" in err
+    assert not (tmp_path / "out" / "linked").exists()

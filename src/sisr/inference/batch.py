@@ -136,6 +136,8 @@ def upscale_files(inputs: Iterable[str | os.PathLike], output: str | os.PathLike
     jobs, errors = plan_jobs(inputs, Path(output), job.files.suffix, ext=job.files.ext, has_suffix_option=True)
     for message in errors:
         job.fail(None, message)
+    for link in linked_folders(inputs):
+        job.note(f"{link}: a symbolic link to a folder, not followed (name the folder itself to include it)")
     jobs = shard_jobs(jobs, shard if shard is not None else launcher_shard())
     if not jobs:
         return job.result
@@ -412,6 +414,17 @@ def plan_jobs(inputs: Iterable[str | os.PathLike], output: Path, suffix: str = "
         else:
             errors.append(f"{item}: no such file or folder")
     return _unique(jobs, errors, ext, has_suffix_option), errors
+
+
+def linked_folders(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Symbolic links to folders inside the input folders (never followed: they may loop or leave the tree)."""
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for parent, dirs, _ in os.walk(item):
+                found += [Path(parent) / d for d in sorted(dirs) if (Path(parent) / d).is_symlink()
+                          and not d.startswith(".")]
+    return found
 
 
 def _find_images(folder: Path) -> list[Path]:
