@@ -187,7 +187,7 @@ def test_tiny_inputs(hw):
     assert y.shape == (1, 3, 3 * hw[0], 3 * hw[1]) and torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("precision", get_info("cran").precisions)
+@pytest.mark.parametrize("precision", get_info("cran").capabilities.precisions)
 def test_declared_precisions(precision):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     torch.manual_seed(0)
@@ -206,7 +206,7 @@ def test_declared_precisions(precision):
 def test_fp16_is_not_declared_because_it_overflows():
     # paper form: the affinities R grow with the square of the features (rgb_range 255) and overflow fp16;
     # with the descriptor normalisation the squares of the descriptors in its RMS still can at full size
-    assert "fp16" not in get_info("cran").precisions
+    assert "fp16" not in get_info("cran").capabilities.precisions
     torch.manual_seed(0)
     model = sisr.create_model("cran", scale=2, **{**get_info("cran").tiny, "group_conv": False},
                                descriptor_norm="none").eval().half()
@@ -238,7 +238,8 @@ def test_parameter_count_from_its_parts():
     fewer_descriptors = sisr.create_model("cran", scale=2, n_descriptors=4)
     assert count_parameters(fewer_descriptors) == expected - g * 2 * 3 * 9
     # the paper's 14.94M within the declared tolerance; below RCAN (as Table 7 says) only without the CRAC kernels
-    assert abs(count_parameters(model) - info.reference_params[2]) <= info.params_tolerance * info.reference_params[2]
+    reference = info.reference
+    assert abs(count_parameters(model) - reference.params[2]) <= reference.params_tolerance * reference.params[2]
     assert count_parameters(model) > rcan > count_parameters(model) - g * 2 * conv
 
 

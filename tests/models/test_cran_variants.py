@@ -164,7 +164,7 @@ def test_default_is_the_edsr_baseline_with_the_same_seeded_weights():
     assert ours.block_kinds == ("rb",) * 16
     a, b = edsr.state_dict(), ours.state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
-    assert get_info("cran-edsr").reference_params == {2: EDSR_BASELINE_X2}
+    assert get_info("cran-edsr").reference.params == {2: EDSR_BASELINE_X2}
 
 
 @pytest.mark.parametrize("hp, kinds", [

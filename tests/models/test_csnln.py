@@ -152,13 +152,13 @@ def test_parity_both_paths(fixtures_root):
 def test_from_official_layout(fixtures_root):
     info = get_info("csnln")
     official = load_file(fixtures_root / "parity" / "csnln_x2.weights.safetensors")
-    assert info.from_official(official) == {"scale": 2, "n_feats": 128, "depth": 12, "rgb_range": 1}
+    assert info.official.detect(official) == {"scale": 2, "n_feats": 128, "depth": 12, "rgb_range": 1}
     official["sub_mean.bias"] = official["sub_mean.bias"] * 255
-    assert info.from_official(official)["rgb_range"] == 255
+    assert info.official.detect(official)["rgb_range"] == 255
     for scale in (3, 4):
         sd = sisr.create_model("csnln", scale=scale, n_feats=8, depth=3).state_dict()
-        assert info.from_official(sd) == {"scale": scale, "n_feats": 8, "depth": 3, "rgb_range": 1}
-    assert info.from_official(sisr.create_model("edsr-baseline", scale=2).state_dict()) is None
+        assert info.official.detect(sd) == {"scale": scale, "n_feats": 8, "depth": 3, "rgb_range": 1}
+    assert info.official.detect(sisr.create_model("edsr-baseline", scale=2).state_dict()) is None
 
 
 def test_state_dict_layout_x4():

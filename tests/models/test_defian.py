@@ -155,15 +155,15 @@ def test_detector_on_full_size_state_dicts(name):
         if (name, scale) in OFFICIAL_STATE_LEN:
             assert len(sd) == OFFICIAL_STATE_LEN[name, scale]
         expected = {"scale": scale, **info.defaults}
-        assert info.from_official(sd) == expected
-        assert other.from_official(sd) is None
+        assert info.official.detect(sd) == expected
+        assert other.official.detect(sd) is None
         wrapped = {"epoch": 300, "state_dict": {f"module.{k}": v for k, v in sd.items()}}
-        assert info.from_official(wrapped) == expected
-        assert info.from_official({f"module.{k}": v for k, v in sd.items()}) == expected
+        assert info.official.detect(wrapped) == expected
+        assert info.official.detect({f"module.{k}": v for k, v in sd.items()}) == expected
 
 
 def test_detector_rejects_other_layouts_and_reports_custom_configurations():
-    s, l = get_info("defian-s").from_official, get_info("defian-l").from_official
+    s, l = get_info("defian-s").official.detect, get_info("defian-l").official.detect
     for name in ("edsr-baseline", "rcan"):
         sd = sisr.create_model(name, scale=2, **get_info(name).tiny).state_dict()
         assert s(sd) is None and l(sd) is None

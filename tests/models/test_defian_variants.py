@@ -150,7 +150,7 @@ def test_table5_counts_agree_with_table3_and_across_encoder_decoders():
     assert t5_counts["DiEnDec, d = 0, w/o MSHF"] == full_size_count(t3_table, t3["MSHF ✗ DiEnDec ✗ DAC ✓"])
     assert t5_counts["DiEnDec, d = 0, w/ MSHF"] == full_size_count(t3_table, t3["MSHF ✓ DiEnDec ✗ DAC ✓"])
     assert t5_counts["DiEnDec, d = 3"] == full_size_count(t3_table, t3["MSHF ✓ DiEnDec ✓ DAC ✓"]) \
-        == get_info("defian-l").reference_params[3]
+        == get_info("defian-l").reference.params[3]
     for d in (2, 3, 4):  # "with comparative #Params": the three types have the same layers
         assert t5_counts[f"HGenDec, d = {d}"] == t5_counts[f"ConvEnDec, d = {d}"] == t5_counts[f"DiEnDec, d = {d}"]
     assert len(set(t5_counts[f"DiEnDec, d = {d}"] for d in (1, 2, 3, 4))) == 4

@@ -137,7 +137,7 @@ def test_fp16_em_statistics_do_not_overflow():
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "bf16-autocast", "fp16-autocast"])
 def test_tiny_model_in_reduced_precision_is_close_to_fp32(precision):
     info = get_info("eacrn")
-    assert {"fp32", "bf16", "fp16"} <= set(info.train_precisions)
+    assert {"fp32", "bf16", "fp16"} <= set(info.capabilities.train_precisions)
     torch.manual_seed(6)
     model = sisr.create_model("eacrn", scale=2, **info.tiny).eval()
     x = torch.rand(2, 3, 11, 13)

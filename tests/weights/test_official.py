@@ -172,7 +172,7 @@ def test_convert_writes_sisr_weights_with_provenance(tmp_path, fixtures_root):
     assert meta["format"] == "sisr-weights" and meta["model"] == "defian-s" and meta["scale"] == 2
     assert meta["hparams"] == dict(found.hparams)
     assert meta["source_file"] == "DeFiAN_S_x2.pth" and meta["source_sha256"] == sha256_file(src)
-    assert meta["official_convention"] == get_info("defian-s").official_convention
+    assert meta["official_convention"] == get_info("defian-s").official.convention
     _assert_reproduces(load_model(dst), io)
     with pytest.raises(WeightsError, match="already exists"):
         convert_official(src, dst)

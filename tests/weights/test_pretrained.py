@@ -84,11 +84,11 @@ def test_shipped_weights_load_and_beat_bicubic(name, scale, path, datasets_root)
 
 @pytest.mark.parametrize("name,scale,path", available_pretrained())
 def test_declared_reduced_precisions_are_safe_with_the_shipped_weights(name, scale, path, datasets_root):
-    """What ModelInfo.precisions may list: bf16 (and fp16, under CPU autocast: the same dtype range as on a
+    """What ModelInfo.capabilities.precisions may list: bf16 (and fp16, under CPU autocast: the same dtype range as on a
     GPU) give a finite, uncollapsed picture within a few grey levels of fp32 with trained weights."""
     from sisr.inference.forward import run
 
-    declared = set(get_info(name).precisions)
+    declared = set(get_info(name).capabilities.precisions)
     assert declared <= {"fp32", "bf16", "fp16"}
     lr = read_image(datasets_root / "Set5" / "LR_bicubic" / f"X{scale}" / f"babyx{scale}.png")
     x = torch.from_numpy(np.ascontiguousarray(lr[:96, :96])).permute(2, 0, 1)[None].float() / 255

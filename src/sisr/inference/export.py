@@ -68,14 +68,14 @@ def onnx_unsupported_reason(name: str) -> str | None:
     """Why registry model ``name`` cannot be exported to ONNX, or None if it can."""
     from ..models import get_info
 
-    return get_info(name).onnx_unsupported if is_model_name(name) else None
+    return get_info(name).capabilities.onnx_unsupported if is_model_name(name) else None
 
 
 def onnx_notes(name: str) -> str:
     """Known limits of the exported graph of registry model ``name`` ('' if none)."""
     from ..models import get_info
 
-    return get_info(name).onnx_notes if is_model_name(name) else ""
+    return get_info(name).capabilities.onnx_notes if is_model_name(name) else ""
 
 
 def _import(name: str):

@@ -25,7 +25,7 @@ clamped to [0, 1], under ``torch.inference_mode``. Options:
 * ``self_ensemble=True``: mean of the 8 flip/transpose variants (EDSR
   ``forward_x8``); each pass is tiled or chopped when asked.
 * ``precision``: ``fp32``, ``bf16`` or ``fp16`` through autocast (weights stay
-  fp32), only where the model's ``ModelInfo.precisions`` lists it.
+  fp32), only where the model's ``ModelInfo.capabilities.precisions`` lists it.
 * ``backend``: ``auto`` and ``eager`` (the module as it is, in the memory layout it was loaded in:
   ``sisr.weights.resolve`` loads CPU networks in channels_last), ``compile`` (a cached AOTInductor
   package on the CPU, torch.compile on a GPU) or ``onnxruntime`` (see ``backends.py``; tested to

@@ -123,10 +123,10 @@ def check_precision(model: nn.Module, precision: str, device: torch.device) -> t
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
     info = model_info(model)
-    if info is not None and precision not in info.precisions:
+    if info is not None and precision not in info.capabilities.precisions:
         raise ConfigError(f"model '{info.name}' does not support {precision} for inference (supported: "
-                          f"{', '.join(info.precisions)}; reduced precision is offered only where a test with trained "
-                          f"weights showed it safe)")
+                          f"{', '.join(info.capabilities.precisions)}; reduced precision is offered only where a "
+                          f"test with trained weights showed it safe)")
     if precision == "fp16" and device.type == "cpu":
         raise ConfigError("fp16 is not supported on the CPU (use bf16 or fp32, or a GPU)")
     return PRECISIONS[precision]

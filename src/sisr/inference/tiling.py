@@ -117,7 +117,7 @@ def _warn_if_global(name: str) -> None:
     from ..models import get_info
     from ..models.registry import TILING_GLOBAL_ATTENTION
 
-    if get_info(name).tiling == TILING_GLOBAL_ATTENTION:
+    if get_info(name).capabilities.tiling == TILING_GLOBAL_ATTENTION:
         warnings.warn(f"{name} attends over the whole image: tiling limits its attention to each tile and "
                       f"changes the result (use the whole image, or chop=True for the authors' protocol)",
                       UserWarning, stacklevel=6)  # the caller of run()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..data.resize import BORDERS, resize_bands
-from .registry import TILING_LOCAL, ModelInfo
+from .registry import TILING_LOCAL, Capabilities, ModelInfo, Reference
 
 DENSE_MAX_LEN = 1024  # up to this input length one product with the whole (s*L, L) matrix
 BAND_LEN = 256  # above it, blocks of s*BAND_LEN output rows (a slab of ~BAND_LEN + 6 input rows each)
@@ -59,18 +59,22 @@ def build_bicubic(scale: int, border: str = "symmetric") -> Bicubic:
 MODELS = [
     ModelInfo(
         name="bicubic",
-        onnx_unsupported=('its interpolation matrices are computed with NumPy from the input size at run time; a '
-            'graph can only hold them as constants for the trace size'),
         title="Bicubic interpolation (MATLAB imresize, float path)",
-        paper="Keys, Cubic convolution interpolation for digital image processing, IEEE TASSP 1981",
         build=build_bicubic,
         scales=(2, 3, 4, 8),
         defaults={"border": "symmetric"},
-        reference_params={2: 0, 3: 0, 4: 0, 8: 0},
-        reference_source="no parameters",
-        tiling=TILING_LOCAL,
-        input_size="any H, W >= 1",
-        precisions=("fp32", "bf16", "fp16"),
+        reference=Reference(
+            paper="Keys, Cubic convolution interpolation for digital image processing, IEEE TASSP 1981",
+            params={2: 0, 3: 0, 4: 0, 8: 0},
+            params_source="no parameters",
+        ),
+        capabilities=Capabilities(
+            tiling=TILING_LOCAL,
+            input_size="any H, W >= 1",
+            precisions=("fp32", "bf16", "fp16"),
+            onnx_unsupported=("its interpolation matrices are computed with NumPy from the input size at run time; "
+                              "a graph can only hold them as constants for the trace size"),
+        ),
         notes="MATLAB imresize(LR, s, 'bicubic') on float input; the 'Bicubic' rows of the papers' tables",
     ),
 ]

@@ -76,7 +76,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .common import RCAB, GlobalResidualSR, MeanShift, ResBlock, ResidualGroup, Upsampler, default_conv
-from .registry import TILING_GLOBAL_STATS, ModelInfo
+from .registry import TILING_GLOBAL_STATS, Capabilities, ModelInfo, Reference
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -365,47 +365,59 @@ _PAPER = ("Zhang, Wei, Qin, Wang, Pfister, Fu, Context Reasoning Attention Netwo
 MODELS = [
     ModelInfo(
         name="cran",
-        onnx_unsupported=('each CRAC convolution applies per-sample kernels as one grouped convolution with a group'
-            ' per sample (ONNX Conv needs a constant group count, so the batch cannot be dynamic) and'
-            ' pools the features to k x k with adaptive average pooling, which the exporter only gets'
-            ' right at the trace size'),
         title="CRAN (10 groups x (19 RB + 1 CRAB), 64 channels)",
-        paper=_PAPER,
         build=build_cran,
         scales=(2, 3, 4, 8),
         defaults={"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "n_descriptors": 5, "ci_groups": 16,
                   "group_conv": True, "descriptor_norm": "rms", "rgb_range": 255.0},
         tiny={"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "ci_groups": 4},
-        code=None,
-        reference_params={2: 14_940_000},
-        reference_source="CRAN paper Table 7 (14.94M, x2, which leaves out the 20 CRAC kernels); ours 15,659,367 "
-                         "(+4.8%), see docs/models/cran.md",
-        params_tolerance=0.05,
-        tiling=TILING_GLOBAL_STATS,
-        train_precisions=("fp32", "bf16"),
+        variants={
+            "paper-form": {"descriptor_norm": "none"},  # eq. 1-5 as written (saturated masks)
+            "no-group-conv": {"group_conv": False},  # no per-group tail convolution
+        },
+        reference=Reference(
+            paper=_PAPER,
+            code=None,
+            params={2: 14_940_000},
+            params_source="CRAN paper Table 7 (14.94M, x2, which leaves out the 20 CRAC kernels); ours 15,659,367 "
+                          "(+4.8%), see docs/models/cran.md",
+            params_tolerance=0.05,
+        ),
+        capabilities=Capabilities(
+            tiling=TILING_GLOBAL_STATS,
+            train_precisions=("fp32", "bf16"),
+            onnx_unsupported=("each CRAC convolution applies per-sample kernels as one grouped convolution with a "
+                              "group per sample (ONNX Conv needs a constant group count, so the batch cannot be "
+                              "dynamic) and pools the features to k x k with adaptive average pooling, which the "
+                              "exporter only gets right at the trace size"),
+        ),
         notes="built from the paper (no author code or weights); fp16 left out: the descriptor affinities "
               "(squared feature magnitudes at rgb_range 255) overflow its range",
     ),
     ModelInfo(
         name="cran-edsr",
-        onnx_unsupported=("its CRABs' CRAC convolutions apply per-sample kernels as one grouped convolution with a"
-                          " group per sample and pool with adaptive average pooling (as cran); the all-RB default"
-                          " is edsr-baseline, which exports"),
         title="CRAN's ablation backbone: EDSR baseline (16 blocks, 64 channels), each block an RB, RCAB or CRAB",
-        paper=_PAPER + " (section 4.2, Tables 1-3)",
         build=build_cran_edsr,
         scales=(2, 3, 4, 8),
         defaults={"n_resblocks": 16, "n_feats": 64, "block": "rb", "crab_at": [], "reduction": 16,
                   "n_descriptors": 5, "ci_groups": 16, "descriptor_norm": "rms", "cdrr": True, "spatial_out": True,
                   "spatial_in": True, "channel_interaction": True, "rgb_range": 255.0},
         tiny={"n_feats": 16, "ci_groups": 4, "reduction": 4},  # depth kept at 16: Table 3's positions exist
-        code=None,
-        reference_params={2: 1_369_883},
-        reference_source="the default (16 RBs) is the EDSR baseline, authors' code "
-                         "(../shared/fixtures/parity/edsr_baseline_x2.json); the paper prints no counts for the "
-                         "variants: docs/models/cran.md, 'Ablation variants'",
-        tiling=TILING_GLOBAL_STATS,
-        train_precisions=("fp32", "bf16"),
+        reference=Reference(
+            paper=_PAPER + " (section 4.2, Tables 1-3)",
+            code=None,
+            params={2: 1_369_883},
+            params_source="the default (16 RBs) is the EDSR baseline, authors' code "
+                          "(../shared/fixtures/parity/edsr_baseline_x2.json); the paper prints no counts for the "
+                          "variants: docs/models/cran.md, 'Ablation variants'",
+        ),
+        capabilities=Capabilities(
+            tiling=TILING_GLOBAL_STATS,
+            train_precisions=("fp32", "bf16"),
+            onnx_unsupported=("its CRABs' CRAC convolutions apply per-sample kernels as one grouped convolution "
+                              "with a group per sample and pool with adaptive average pooling (as cran); the "
+                              "all-RB default is edsr-baseline, which exports"),
+        ),
         notes="for CRAN's ablations (experiments cran-table1..3): block=rb|rcab|crab, crab_at=[positions], "
               "CRAC switches cdrr, spatial_out (F_A1), spatial_in (F_A2), channel_interaction (F_C1)",
     ),

@@ -72,7 +72,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import ModelError
 from .common import MeanShift, default_conv
-from .registry import TILING_GLOBAL_ATTENTION, ModelInfo
+from .registry import TILING_GLOBAL_ATTENTION, Capabilities, ModelInfo, OfficialFormat, Reference
 
 ATTENTION_MODES = ("fast", "reference")
 DEFAULT_ATTENTION_BUDGET = 64 * 2**20  # bytes of temporaries per cross-scale attention block
@@ -505,26 +505,33 @@ def _official(sd: Mapping[str, torch.Tensor]) -> dict | None:
 MODELS = [
     ModelInfo(
         name="csnln",
-        onnx_unsupported=('its cross-scale attention runs in blocks whose number and size depend on the input size '
-            "(the 'reference' path correlates with kernels cut from the input instead) and it pads "
-            'the input to a multiple of the scale with size-dependent control flow; torch.onnx either'
-            ' fails or fixes the input size'),
         title="CSNLN (cross-scale non-local attention, 12 recurrent SEM steps, 128 channels)",
-        paper="Mei et al., Image Super-Resolution with Cross-Scale Non-Local Attention and Exhaustive "
-              "Self-Exemplars Mining, CVPR 2020",
         build=build_csnln,
         scales=(2, 3, 4),
         defaults={"n_feats": 128, "depth": 12, "rgb_range": 1},
         tiny={"n_feats": 8, "depth": 2},
-        code="SHI-Labs/Cross-Scale-Non-Local-Attention@531aec92 src/model/csnln.py, src/model/attention.py",
-        reference_params={2: 3_061_289, 3: 6_010_409, 4: 6_568_627},
-        reference_source="authors' code (reference-architectures.md section 2.7)",
-        tiling=TILING_GLOBAL_ATTENTION,
-        train_precisions=("fp32", "bf16"),
-        cpu_train_compile=False,  # measured 0.94x of eager on the CPU (benchmarks/train_throughput.py)
-        input_size="any H, W >= 1 (padded inside to a multiple of s (x2, x3) or 2 (x4) by edge replication)",
-        from_official=_official,
-        official_convention="output = official(input): images in [0, 1] (rgb_range 1, DIV2K mean shift inside)",
+        variants={"reference": {"attention": "reference"}},  # the authors' formulation (same network, slower)
+        reference=Reference(
+            paper="Mei et al., Image Super-Resolution with Cross-Scale Non-Local Attention and Exhaustive "
+                  "Self-Exemplars Mining, CVPR 2020",
+            code="SHI-Labs/Cross-Scale-Non-Local-Attention@531aec92 src/model/csnln.py, src/model/attention.py",
+            params={2: 3_061_289, 3: 6_010_409, 4: 6_568_627},
+            params_source="authors' code (reference-architectures.md section 2.7)",
+        ),
+        capabilities=Capabilities(
+            tiling=TILING_GLOBAL_ATTENTION,
+            input_size="any H, W >= 1 (padded inside to a multiple of s (x2, x3) or 2 (x4) by edge replication)",
+            train_precisions=("fp32", "bf16"),
+            cpu_train_compile=False,  # measured 0.94x of eager on the CPU (benchmarks/train_throughput.py)
+            onnx_unsupported=("its cross-scale attention runs in blocks whose number and size depend on the input "
+                              "size (the 'reference' path correlates with kernels cut from the input instead) and "
+                              "it pads the input to a multiple of the scale with size-dependent control flow; "
+                              "torch.onnx either fails or fixes the input size"),
+        ),
+        official=OfficialFormat(
+            detect=_official,
+            convention="output = official(input): images in [0, 1] (rgb_range 1, DIV2K mean shift inside)",
+        ),
         notes="attention='fast' (default, memory-bounded) or 'reference' (the authors' formulation); "
               "the whole (padded) input is searched, so tiling changes the result; ablation switches "
               "local/in_scale/cross_scale, patch_size, fusion (paper Tables 3-5)",

@@ -52,7 +52,7 @@ from torch import nn
 from ..errors import ModelError
 from .common import IMAGENET_MEAN, IMAGENET_STD, Upsampler, count_indexed
 from .edsr import upsampler_scale
-from .registry import TILING_GLOBAL_STATS, ModelInfo
+from .registry import TILING_GLOBAL_STATS, Capabilities, ModelInfo, OfficialFormat, Reference
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -406,42 +406,53 @@ _NOTES = ("MSHF Hessian filters frozen by default (freeze_hessian=False trains t
           "official checkpoints); sqrt gradient 0 at 0; eigenvalue and DAC statistics in float32 under fp16/bf16; "
           "x8 has no official weights")
 
+_ONNX_NOTES = "a 1-pixel input gives NaN in the ONNX graph (PyTorch takes the variance of one pixel as 0)"
+_VARIANTS = {"no-attention": {"attention": False}}  # the authors' constructor flag: Table III's RCAN-like baseline
+
 MODELS = [
     ModelInfo(
         name="defian-s",
-        onnx_notes='a 1-pixel input gives NaN in the ONNX graph (PyTorch takes the variance of one pixel as 0)',
         title="DeFiAN_S (C32, M10 RCABs x N5 DeFiAMs)",
-        paper=_PAPER,
         build=build_defian,
         scales=(2, 3, 4, 8),
         defaults={"n_channels": 32, "n_blocks": 10, "n_modules": 5},
         tiny={"n_channels": 16, "n_blocks": 1, "n_modules": 2},
-        code=_CODE,
-        reference_params={2: 1_027_610, 3: 1_073_690, 4: 1_064_474},
-        reference_source="authors' code (reference-architectures.md section 3.1; paper Table II in thousands)",
-        tiling=TILING_GLOBAL_STATS,
-        train_precisions=("fp32", "bf16", "fp16"),
-        precisions=("fp32", "bf16", "fp16"),
-        from_official=_official_s,
-        official_convention=_CONVENTION,
+        variants=_VARIANTS,
+        reference=Reference(
+            paper=_PAPER,
+            code=_CODE,
+            params={2: 1_027_610, 3: 1_073_690, 4: 1_064_474},
+            params_source="authors' code (reference-architectures.md section 3.1; paper Table II in thousands)",
+        ),
+        capabilities=Capabilities(
+            tiling=TILING_GLOBAL_STATS,
+            precisions=("fp32", "bf16", "fp16"),
+            train_precisions=("fp32", "bf16", "fp16"),
+            onnx_notes=_ONNX_NOTES,
+        ),
+        official=OfficialFormat(detect=_official_s, convention=_CONVENTION),
         notes=_NOTES,
     ),
     ModelInfo(
         name="defian-l",
-        onnx_notes='a 1-pixel input gives NaN in the ONNX graph (PyTorch takes the variance of one pixel as 0)',
         title="DeFiAN_L (C64, M20 RCABs x N10 DeFiAMs)",
-        paper=_PAPER,
         build=build_defian,
         scales=(2, 3, 4, 8),
         defaults={"n_channels": 64, "n_blocks": 20, "n_modules": 10},
         tiny={"n_channels": 16, "n_blocks": 1, "n_modules": 2},
-        code=_CODE,
-        reference_params={2: 15_186_057, 3: 15_370_377, 4: 15_333_513},
-        reference_source="authors' code (reference-architectures.md section 3.1; paper Table I in thousands)",
-        tiling=TILING_GLOBAL_STATS,
-        train_precisions=("fp32", "bf16", "fp16"),
-        from_official=_official_l,
-        official_convention=_CONVENTION,
+        variants=_VARIANTS,
+        reference=Reference(
+            paper=_PAPER,
+            code=_CODE,
+            params={2: 15_186_057, 3: 15_370_377, 4: 15_333_513},
+            params_source="authors' code (reference-architectures.md section 3.1; paper Table I in thousands)",
+        ),
+        capabilities=Capabilities(
+            tiling=TILING_GLOBAL_STATS,
+            train_precisions=("fp32", "bf16", "fp16"),
+            onnx_notes=_ONNX_NOTES,
+        ),
+        official=OfficialFormat(detect=_official_l, convention=_CONVENTION),
         notes=_NOTES,
     ),
 ]

@@ -68,7 +68,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .common import GlobalResidualSR, default_conv
-from .registry import TILING_GLOBAL_STATS, ModelInfo
+from .registry import TILING_GLOBAL_STATS, Capabilities, ModelInfo, Reference
 
 
 def l2norm(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -239,20 +239,25 @@ MODELS = [
     ModelInfo(
         name="eacrn",
         title="EACRN (10 cross residual groups x 4 cross residual blocks, EM attention, 64 channels)",
-        paper="Du, Niu, Liu, Expectation-Maximization Attention Cross Residual Network for Single Image "
-              "Super-resolution, CVPRW 2021",
         build=build_eacrn,
         scales=(2, 3, 4, 8),
         defaults={"n_groups": 10, "n_blocks": 4, "n_feats": 64, "em_bases": 64, "em_stages": 3,
                   "em_momentum": 0.9, "ema_placement": "block", "group_skip": False, "cross_group": True,
                   "cross_block": True, "rgb_range": 255.0},
         tiny={"n_groups": 2, "n_blocks": 4, "n_feats": 8, "em_bases": 4},
-        code=None,
-        reference_params={2: 15_400_000},
-        reference_source="paper Table 3 (15.4M, scale not stated; attached to x2); ours 15,361,947 (-0.25%)",
-        params_tolerance=0.05,
-        tiling=TILING_GLOBAL_STATS,
-        train_precisions=("fp32", "bf16", "fp16"),
+        variants={
+            "group-ema": {"ema_placement": "group"},  # one EM unit per CRG (the other reading of the paper)
+            "group-skip": {"group_skip": True},  # RCAN's identity short skip around each CRG
+        },
+        reference=Reference(
+            paper="Du, Niu, Liu, Expectation-Maximization Attention Cross Residual Network for Single Image "
+                  "Super-resolution, CVPRW 2021",
+            code=None,
+            params={2: 15_400_000},
+            params_source="paper Table 3 (15.4M, scale not stated; attached to x2); ours 15,361,947 (-0.25%)",
+            params_tolerance=0.05,
+        ),
+        capabilities=Capabilities(tiling=TILING_GLOBAL_STATS, train_precisions=("fp32", "bf16", "fp16")),
         notes="built from the paper (no public code); EM bases are estimated over the whole image, "
               "so tiles differ slightly; choices in docs/models/eacrn.md",
     ),

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .common import GlobalResidualSR, MeanShift, ResBlock, Upsampler, count_indexed, default_conv
-from .registry import TILING_LOCAL, ModelInfo
+from .registry import TILING_LOCAL, Capabilities, ModelInfo, OfficialFormat, Reference
 
 
 class EDSR(GlobalResidualSR):
@@ -96,38 +96,40 @@ def _official_full(sd):
 _PAPER = "Lim et al., Enhanced Deep Residual Networks for Single Image Super-Resolution, CVPRW 2017"
 _CONVENTION = "official(255 * x) / 255 (rgb_range 255, DIV2K mean shift inside the network)"
 
+_CODE = "sanghyun-son/EDSR-PyTorch src/model/edsr.py"
+
 MODELS = [
     ModelInfo(
         name="edsr-baseline",
         title="EDSR baseline (16 blocks, 64 channels)",
-        paper=_PAPER,
         build=build_edsr,
         scales=(2, 3, 4, 8),
         defaults={"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0, "rgb_range": 255.0},
         tiny={"n_resblocks": 2, "n_feats": 8},
-        code="sanghyun-son/EDSR-PyTorch src/model/edsr.py",
-        reference_params={2: 1_369_883},
-        reference_source="authors' code (../shared/fixtures/parity/edsr_baseline_x2.json)",
-        tiling=TILING_LOCAL,
-        train_precisions=("fp32", "bf16", "fp16"),
-        from_official=_official_baseline,
-        official_convention=_CONVENTION,
+        reference=Reference(
+            paper=_PAPER,
+            code=_CODE,
+            params={2: 1_369_883},
+            params_source="authors' code (../shared/fixtures/parity/edsr_baseline_x2.json)",
+        ),
+        capabilities=Capabilities(tiling=TILING_LOCAL, train_precisions=("fp32", "bf16", "fp16")),
+        official=OfficialFormat(detect=_official_baseline, convention=_CONVENTION),
     ),
     ModelInfo(
         name="edsr",
         title="EDSR (32 blocks, 256 channels, residual scaling 0.1)",
-        paper=_PAPER,
         build=build_edsr,
         scales=(2, 3, 4, 8),
         defaults={"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1, "rgb_range": 255.0},
         tiny={"n_resblocks": 2, "n_feats": 8},
-        code="sanghyun-son/EDSR-PyTorch src/model/edsr.py",
-        reference_params={2: 40_730_000},
-        reference_source="CRAN paper Table 7 (40.73M, x2; rounded to 10k)",
-        params_tolerance=0.0002,
-        tiling=TILING_LOCAL,
-        train_precisions=("fp32", "bf16", "fp16"),
-        from_official=_official_full,
-        official_convention=_CONVENTION,
+        reference=Reference(
+            paper=_PAPER,
+            code=_CODE,
+            params={2: 40_730_000},
+            params_source="CRAN paper Table 7 (40.73M, x2; rounded to 10k)",
+            params_tolerance=0.0002,
+        ),
+        capabilities=Capabilities(tiling=TILING_LOCAL, train_precisions=("fp32", "bf16", "fp16")),
+        official=OfficialFormat(detect=_official_full, convention=_CONVENTION),
     ),
 ]

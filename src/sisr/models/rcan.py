@@ -22,7 +22,7 @@ from torch import nn
 
 from .common import RCAB, GlobalResidualSR, ResidualGroup, count_indexed
 from .edsr import rgb_range_from_mean_shift, upsampler_scale
-from .registry import TILING_GLOBAL_STATS, ModelInfo
+from .registry import TILING_GLOBAL_STATS, Capabilities, ModelInfo, OfficialFormat, Reference
 
 
 class RCAN(GlobalResidualSR):
@@ -59,17 +59,20 @@ MODELS = [
     ModelInfo(
         name="rcan",
         title="RCAN (10 groups x 20 RCAB, 64 channels)",
-        paper="Zhang et al., Image Super-Resolution Using Very Deep Residual Channel Attention Networks, ECCV 2018",
         build=build_rcan,
         scales=(2, 3, 4, 8),
         defaults={"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16, "rgb_range": 255.0},
         tiny={"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "reduction": 4},
-        code="yulunzhang/RCAN@f722e5d0 RCAN_TestCode/code/model/rcan.py",
-        reference_params={2: 15_444_667, 3: 15_629_307, 4: 15_592_379},
-        reference_source="authors' code (reference-architectures.md section 4.4)",
-        tiling=TILING_GLOBAL_STATS,
-        train_precisions=("fp32", "bf16", "fp16"),
-        from_official=_official,
-        official_convention="official(255 * x) / 255 (rgb_range 255, DIV2K mean shift inside the network)",
+        reference=Reference(
+            paper="Zhang et al., Image Super-Resolution Using Very Deep Residual Channel Attention Networks, ECCV 2018",
+            code="yulunzhang/RCAN@f722e5d0 RCAN_TestCode/code/model/rcan.py",
+            params={2: 15_444_667, 3: 15_629_307, 4: 15_592_379},
+            params_source="authors' code (reference-architectures.md section 4.4)",
+        ),
+        capabilities=Capabilities(tiling=TILING_GLOBAL_STATS, train_precisions=("fp32", "bf16", "fp16")),
+        official=OfficialFormat(
+            detect=_official,
+            convention="official(255 * x) / 255 (rgb_range 255, DIV2K mean shift inside the network)",
+        ),
     ),
 ]

@@ -93,7 +93,7 @@ def _registry_offer(name: str, required: bool = False) -> Offer | None:
         if required:
             raise ConfigError(f"--model {name}: no shipped weights; give a weights file instead (--model FILE)")
         return None
-    return Offer(info.name, info.name, scales, weights, tuple(info.precisions), info.name)
+    return Offer(info.name, info.name, scales, weights, tuple(info.capabilities.precisions), info.name)
 
 
 def _file_offer(source: str, device: str) -> Offer:
@@ -103,7 +103,7 @@ def _file_offer(source: str, device: str) -> Offer:
     loaded = resolve(path, device=device)
     if loaded.scale is None or loaded.info is None:
         raise ConfigError(f"--model {source}: not a network sisr can name")
-    return Offer(slug(path.stem), loaded.name, (loaded.scale,), path.name, tuple(loaded.info.precisions),
+    return Offer(slug(path.stem), loaded.name, (loaded.scale,), path.name, tuple(loaded.info.capabilities.precisions),
                  str(path.resolve()))
 
 

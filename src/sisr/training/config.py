@@ -423,8 +423,9 @@ def _check_model(cfg: Config, fail) -> None:
     if not has_parameters(info.name):
         fail("model.name", f"'{info.name}' has no parameters: there is nothing to train")
     cfg.model.name = info.name
-    if cfg.train.precision not in info.train_precisions:
-        fail("train.precision", f"'{info.name}' supports {', '.join(info.train_precisions)}, not {cfg.train.precision}")
+    if cfg.train.precision not in info.capabilities.train_precisions:
+        fail("train.precision",
+             f"'{info.name}' supports {', '.join(info.capabilities.train_precisions)}, not {cfg.train.precision}")
     try:
         get_loss(cfg.train.loss)
     except ConfigError as exc:

@@ -45,7 +45,8 @@ def resolve_cpu_path(cfg: Config, device: torch.device, parameters: int) -> tupl
     compile_ = cfg.train.compile
     if compile_ is None:
         compile_ = (device.type == "cpu" and cfg.train.iterations >= AUTO_COMPILE_MIN_ITERATIONS
-                    and parameters >= AUTO_COMPILE_MIN_PARAMETERS and get_info(cfg.model.name).cpu_train_compile)
+                    and parameters >= AUTO_COMPILE_MIN_PARAMETERS
+                    and get_info(cfg.model.name).capabilities.cpu_train_compile)
     channels_last = cfg.train.channels_last
     if channels_last is None:
         channels_last = device.type == "cpu" and not compile_

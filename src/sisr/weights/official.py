@@ -10,7 +10,7 @@ refused, never unpickled. A safetensors file without sisr metadata is read as
 a plain ``state_dict`` too.
 
 The architecture, scale and width/depth are recognised from the state_dict by
-each registry entry's ``ModelInfo.from_official`` (declared next to the model's
+each registry entry's ``ModelInfo.official.detect`` (declared next to the model's
 code); keys must then match the network exactly (``strict=True``).
 """
 
@@ -196,11 +196,11 @@ def detect(sd: Mapping[str, torch.Tensor], *, model: str | None = None,
     """
     tried, failed, found = [], [], []
     for info in _candidates(model):
-        if info.from_official is None:
+        if info.official is None:
             continue
         tried.append(info.name)
         try:
-            result = info.from_official(sd)
+            result = info.official.detect(sd)
         except Exception as exc:  # a detector choking on an unusual layout is a "no"
             failed.append(f"{info.name}: {type(exc).__name__}")
             continue
@@ -281,7 +281,7 @@ def convert_official(src: str | os.PathLike, dst: str | os.PathLike, *, model: s
         metadata={
             "source_file": src.name,
             "source_sha256": sha256_file(src),
-            "official_convention": info.official_convention,
+            "official_convention": info.official.convention,
             "converted_by": "sisr convert",
         },
     )
