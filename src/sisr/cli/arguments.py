@@ -65,8 +65,10 @@ def run_options(args: argparse.Namespace, **changes):
 
 # Planning outputs lives in the library (sisr.inference.batch); these names stay importable from here, loaded on
 # first use (that module imports torch).
-_FROM_BATCH = {"EXTENSIONS": "EXTENSIONS", "check_output_dir": "check_output_dir",
-               "check_output_file": "check_output_file", "check_suffix": "check_suffix", "plan_outputs": "plan_jobs"}
+_FROM_BATCH = {"EXTENSIONS": "EXTENSIONS", "check_suffix": "check_suffix", "plan_outputs": "plan_jobs"}
+
+
+from ..utils.fs import check_output_dir, check_output_file  # noqa: E402 - torch-free: every command checks outputs
 
 
 def __getattr__(name: str):

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ImageError, SisrError
+from ..utils.fs import check_output_dir, check_output_file  # re-exported: part of the batch API
 from ..utils.fs import OutputExistsError, sha256_file
 from ..weights.handle import LoadedModel
 from ..weights.loading import resolve
@@ -480,56 +481,3 @@ def _unique(jobs: list[Job], errors: list[str], ext: str, has_suffix_option: boo
             seen[key] = src
             unique.append(Job(src, dst))
     return unique
-
-
-def _writable(folder: Path) -> bool:
-    """Whether a file can be created in ``folder`` (tried: ``os.access`` says yes to root on /proc)."""
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return False
-    probe = folder / f".sisr-write-test-{os.getpid()}"
-    try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        return True
-    except OSError:
-        return False
-    try:
-        os.unlink(probe)
-    except OSError:
-        pass
-    return True
-
-
-def check_output_dir(path: str | os.PathLike, *, must_exist: bool = False) -> Path:
-    """Check that ``path`` is, or can be created as, a writable folder; one-line ``ConfigError`` if not.
-
-    Call it before any slow work. A missing folder is fine (it will be made with
-    its parents) unless ``must_exist``; an existing file on the way, a folder
-    that cannot be written, or a missing folder when ``must_exist`` are errors.
-    """
-    path = Path(path) if str(path) else Path(".")
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(f"{path}: exists and is not a folder (an output folder is needed here)")
-        if not _writable(path):
-            raise ConfigError(f"{path}: output folder is not writable")
-        return path
-    if must_exist:
-        raise ConfigError(f"{path}: no such folder")
-    ancestor = path.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"{path}: cannot be created: {ancestor} is a file, not a folder")
-    if not _writable(ancestor):
-        raise ConfigError(f"{path}: cannot be created: {ancestor} is not writable")
-    return path
-
-
-def check_output_file(path: str | os.PathLike) -> Path:
-    """Check that ``path`` can be written as a file: not a folder, its folder writable or creatable."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder, but an output file name is needed here")
-    check_output_dir(path.parent)
-    return path
