@@ -102,3 +102,12 @@ def test_declared_reduced_precisions_are_safe_with_the_shipped_weights(name, sca
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.float16):
             out = net(x).float().clamp(0, 1)
         assert torch.isfinite(out).all() and (out - ref).abs().max() < 1 / 255
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_every_shipped_file_says_which_set_chose_it(scale):
+    from sisr.weights import read_metadata
+    from sisr.weights.pretrained import pretrained_path
+
+    selection = read_metadata(pretrained_path("defian-s", scale))["selection"]
+    assert selection["set"] and isinstance(selection["test_sets_used_for_selection"], bool)
