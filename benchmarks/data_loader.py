@@ -1,37 +1,15 @@
-"""Training data loader: samples per second per CPU-second, today's path against the old one, in one run.
-
-The sampling path of ``sisr.data.training.PatchDataset`` (a patch pair cut from the cached ``.npy``
-entries, flipped/transposed, converted to float tensors, collated into batches) at x2, x3 and x4, LR
-patch 48, batch 16, on synthetic DIV2K-sized images (``--size``, default 2040x1356; the cache
-entries are written directly: decoding and degradation are not part of the figure):
-
-* ``new``: what the trainer's loader does: each cache file memory-mapped once per process
-  (``PatchDataset.arrays``), integer patches (``integer=True``: uint8, made float on the training device);
-* ``new-float``: the same maps, float32 patches (``PatchDataset``'s default, the conversion on the CPU);
-* ``old``: the earlier ``__getitem__``, two ``np.load(mmap_mode="r")`` per sample and float32 patches (kept here).
-
-The figure is samples / CPU seconds of this process (``time.process_time``, one torch thread, no
-workers): what one DataLoader worker spends per sample. Old and new take turns batch by batch for
-``--rounds`` rounds (load from other processes hits both alike); the table gives the median over
-rounds, the speed-up, and the DataLoader workers needed to feed ``--rate`` samples per second
-(rounded up; a worker is assumed to have a core to itself).
+"""Training data loader: samples per CPU-second of the trainer's sampling path against the earlier one, in one run;
+``--preparation N``: disk and CPU time of preparing the training cache, extrapolated to DIV2K and Flickr2K.
+Method: docs/benchmarks.md. The loader's wall-clock rate per worker count (``loader_rates``) serves
+benchmarks/train_throughput.py and gpu_suite.py.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_loader.py --overwrite
-
-``--preparation N``: instead, the disk and CPU time of preparing the training cache
-(``sisr.data.training.cache_images``, one process) for N synthetic images of ``--size`` (smooth patterns with
-noise, written as PNG) at x2, x3 and x4, and their extrapolation to DIV2K (800 images) and Flickr2K (2,650)
-assuming every image has that size (JSON: ``results/data_prepare.json``):
-
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_loader.py --preparation 4 --overwrite
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import platform
 import shutil
 import statistics
 import sys
@@ -39,19 +17,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # benchmarks/common.py (makes sisr importable from a checkout)
 import numpy as np
 import torch
+from common import md_table
 
 from sisr.data.io import image_to_tensor
-from sisr.data.training import IterationSampler, PatchDataset, TrainingPair, _save_entry, augment
-from sisr.utils.device import cpu_name
-from sisr.utils.fs import atomic_write_text
+from sisr.data.training import IterationSampler, PatchDataset, TrainingPair, _save_entry, augment, make_loader
 
 SCALES = (2, 3, 4)
 
 
 class OldPatchDataset(PatchDataset):
-    """The sampling path before maps were kept open: two ``np.load(mmap_mode="r")`` per sample."""
+    """The sampling path before maps were kept open: two ``np.load(mmap_mode="r")`` per sample, float patches."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, y, x, flips = self.sample(index)
@@ -83,6 +61,21 @@ def cpu_seconds_of_batch(dataset: PatchDataset, indices: list[int]) -> float:
     return time.process_time() - start
 
 
+def loader_rates(dataset: PatchDataset, batch: int, batches: int, workers, pin_memory: bool = False,
+                 deadline: float = math.inf) -> dict[int, float]:
+    """Samples/s (wall clock) through the trainer's ``make_loader`` with each worker count, after two batches
+    (workers started); past ``deadline`` (monotonic) only the first count is measured."""
+    out = {}
+    for count in workers:
+        if out and time.monotonic() > deadline:
+            break
+        loader = iter(make_loader(dataset, 0, batches + 2, batch, workers=count, pin_memory=pin_memory))
+        next(loader), next(loader)
+        start = time.perf_counter()
+        out[count] = sum(1 for _ in loader) * batch / (time.perf_counter() - start)
+    return out
+
+
 def measure_scale(cache: Path, scale: int, args) -> dict:
     pairs = synthetic_pairs(cache, args.images, args.width, args.height, scale)
     datasets = {"old": OldPatchDataset(pairs, scale, args.patch, seed=1),
@@ -96,7 +89,7 @@ def measure_scale(cache: Path, scale: int, args) -> dict:
     for r in range(args.rounds):
         spent = {name: 0.0 for name in datasets}
         for b in batches[1 + r * args.batches: 1 + (r + 1) * args.batches]:
-            for name, dataset in datasets.items():  # in turns: the same load for both
+            for name, dataset in datasets.items():  # batch by batch, in turns: the same load for all
                 spent[name] += cpu_seconds_of_batch(dataset, b)
         for name in datasets:
             rates[name].append(args.batches * args.batch / spent[name])
@@ -149,19 +142,8 @@ def measure_preparation(work: Path, args) -> dict:
     return out
 
 
-def print_table(rows: list[dict], args) -> None:
-    print(f"| scale | LR (HR) patch | old samples/CPU-s | new-float | new (trainer) | new / old | new-float / old | "
-          f"workers for {args.rate:g}/s (old -> new) |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
-    for r in rows:
-        print(f"| x{r['scale']} | {r['lr_patch']} ({r['hr_patch']}) | {r['old']['samples_per_cpu_s']:.0f} | "
-              f"{r['new-float']['samples_per_cpu_s']:.0f} | {r['new']['samples_per_cpu_s']:.0f} | "
-              f"{r['speedup']:.2f}x | {r['speedup_float']:.2f}x | "
-              f"{r['old']['workers_for_rate']} -> {r['new']['workers_for_rate']} |")
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None) -> int:
+    p = common.make_parser(__doc__, "")
     p.add_argument("--images", type=int, default=8, help="synthetic images (default 8)")
     p.add_argument("--size", default="2040x1356", help="WxH of the synthetic HR images (default DIV2K's 2040x1356)")
     p.add_argument("--patch", type=int, default=48, help="LR patch side (default 48)")
@@ -171,49 +153,35 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=2000.0, help="samples/s to feed, for the workers column")
     p.add_argument("--cache-dir", type=Path, help="where the synthetic cache goes (default: a temporary folder)")
     p.add_argument("--preparation", type=int, metavar="N", help="measure the cache preparation of N images instead")
-    p.add_argument("--json", type=Path, help="results file (default results/data_loader.json, or data_prepare.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing JSON file")
-    args = p.parse_args()
-    results = Path(__file__).parent / "results"
-    args.json = args.json or results / ("data_prepare.json" if args.preparation else "data_loader.json")
-    if args.json.exists() and not args.overwrite:
-        p.error(f"{args.json} exists (use --overwrite or --json)")
+    args = p.parse_args(argv)
+    path = common.check_json(args.json or common.RESULTS / f"data_{'prepare' if args.preparation else 'loader'}.json",
+                             args.overwrite)
     args.width, args.height = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(1)
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="sisr-loader-"))
     cache.mkdir(parents=True, exist_ok=True)
-    if args.preparation:
-        try:
-            result = {"benchmark": "data_prepare", "command": " ".join(sys.argv), "cpu": cpu_name(),
-                      **measure_preparation(cache, args)}
-        finally:
-            if args.cache_dir is None:
-                shutil.rmtree(cache, ignore_errors=True)
-        print(json.dumps(result, indent=1))
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n", overwrite=args.overwrite)
-        return 0
     try:
-        rows = []
-        for scale in SCALES:
-            rows.append(measure_scale(cache, scale, args))
-            print(f"x{scale}: old {rows[-1]['old']['us_per_sample']:.0f} us, new {rows[-1]['new']['us_per_sample']:.0f} "
-                  f"us per sample ({rows[-1]['new-float']['us_per_sample']:.0f} with float patches)", file=sys.stderr,
-                  flush=True)
+        if args.preparation:
+            result = {"benchmark": "data_prepare", **measure_preparation(cache, args)}
+            print(result)
+        else:
+            rows = [measure_scale(cache, scale, args) for scale in SCALES]
+            result = {"benchmark": "data_loader", "images": args.images, "size": [args.width, args.height],
+                      "rounds": args.rounds, "batches_per_round": args.batches, "rate": args.rate, "rows": rows,
+                      "min_speedup": min(r["speedup"] for r in rows), "numpy": np.__version__}
+            print("\n".join(md_table(
+                ["scale", "LR (HR) patch", "old samples/CPU-s", "new-float", "new (trainer)", "new / old",
+                 "new-float / old", f"workers for {args.rate:g}/s (old -> new)"],
+                [[f"x{r['scale']}", f"{r['lr_patch']} ({r['hr_patch']})"] +
+                 [f"{r[k]['samples_per_cpu_s']:.0f}" for k in ("old", "new-float", "new")] +
+                 [f"{r['speedup']:.2f}x", f"{r['speedup_float']:.2f}x",
+                  f"{r['old']['workers_for_rate']} -> {r['new']['workers_for_rate']}"] for r in rows])))
     finally:
         if args.cache_dir is None:
             shutil.rmtree(cache, ignore_errors=True)
-    print_table(rows, args)
-    result = {"benchmark": "data_loader", "command": " ".join(sys.argv), "cpu": cpu_name(),
-              "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-              "images": args.images, "size": [args.width, args.height], "rounds": args.rounds,
-              "batches_per_round": args.batches, "rate": args.rate, "rows": rows,
-              "min_speedup": min(r["speedup"] for r in rows)}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.json, json.dumps(result, indent=2) + "\n", overwrite=args.overwrite)
-    print(f"wrote {args.json}")
+    common.write_json(path, result, args.overwrite)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,39 +1,19 @@
-"""Parameters (ours vs the papers) and Mult-Adds for a 1280x720 output, every registry model and scale.
+"""Parameters (ours vs the authors' code and the papers) and Mult-Adds for a 1280x720 output, every registry model
+and scale, counted on the meta device; CSNLN's fast path must exceed its reference count by exactly the documented
+extra of its padded in-scale attention (else the script fails). Method: docs/benchmarks.md, docs/models.md.
 
     .venv/bin/python benchmarks/model_table.py                       # prints the Markdown table
     .venv/bin/python benchmarks/model_table.py --json out.json --overwrite
-
-* Parameters: ``count_parameters`` of the full configuration (frozen ones included), built on the
-  ``meta`` device.
-* "authors' code": the registry's reference count when it comes from the authors' code.
-* "paper": the figures printed in ../shared/papers/*.md (below, with their table); "n/a" where none
-  of the four papers gives one. Papers round (K or M), so the difference is against a rounded number.
-* MACs: ``torch.utils.flop_counter.FlopCounterMode`` on the ``meta`` device (no arithmetic), FLOPs / 2,
-  for a ``round(720/s) x round(1280/s)`` input (x3: 240x427 -> 720x1281 output); see
-  ``sisr.evaluation.profile``. Only convolutions, matrix products and attention are counted.
-* CSNLN: the table's figure counts ``attention="reference"``, the authors' formulation. The default
-  fast path is counted too (with one attention block per call, which does not change the count, only
-  the Python loop on ``meta``) and must exceed the reference by exactly the documented extra of its
-  zero-padded in-scale attention, ``depth * C/2 * N^2`` MACs per stage of N positions
-  (docs/models/csnln.md); the script fails otherwise.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
-import time
-from pathlib import Path
 
-import torch
+import common  # benchmarks/common.py (makes sisr importable from a checkout)
 
 from sisr.evaluation.profile import count_flops_meta_first, count_model_flops, hd_input_hw
 from sisr.models.registry import create_model, get_info, list_models
-from sisr.utils.fs import atomic_write_text
-
-DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "model_table.json"
 
 # (model, scale) -> [(parameters as printed, in units, source)], first one = the figure compared against
 _T1 = "DeFiAN paper Table I"
@@ -123,27 +103,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
-    args = parser.parse_args()
-    if args.json.exists() and not args.overwrite:
-        print(f"{args.json}: already exists (use --overwrite to replace it)", file=sys.stderr)
-        return 1
-    t0 = time.time()
+def main(argv=None) -> int:
+    args = common.make_parser(__doc__, "model_table.json").parse_args(argv)
+    common.check_json(args.json, args.overwrite)
     rows = build_rows()
-    table = markdown(rows)
-    print(table, end="")
-    csnln = [r for r in rows if r["model"] == "csnln"]
-    for r in csnln:
+    print(markdown(rows), end="")
+    for r in (r for r in rows if r["model"] == "csnln"):
         print(f"csnln x{r['scale']}: fast path {r['fast_path_macs'] / 1e9:,.1f} G MACs = reference "
               f"+ {r['fast_minus_reference_macs'] / 1e9:,.1f} G (padded in-scale attention, as documented)")
-    meta = {"torch": torch.__version__, "python": platform.python_version(), "seconds": round(time.time() - t0, 1),
-            "command": "python benchmarks/model_table.py " + " ".join(sys.argv[1:])}
-    atomic_write_text(args.json, json.dumps({"environment": meta, "rows": rows}, indent=2) + "\n",
-                      overwrite=args.overwrite)
-    print(f"written to {args.json} ({meta['seconds']} s)")
+    common.write_json(args.json, {"rows": rows}, args.overwrite)
     return 0
 
 

@@ -3,6 +3,7 @@
     python scripts/cpu_weights.py start [--scale 4]    # background, nice 19, one thread, resumable
     python scripts/cpu_weights.py status
     python scripts/cpu_weights.py harvest [--dry-run]  # stop, decide on held-out data, package, score tests
+    python scripts/cpu_weights.py report --out docs/img [--crops REPORT_DIR]   # docs/results.md's table and chart
 
 A run continues the shipped ``src/sisr/pretrained/defian-s_x<scale>.safetensors`` with sisr's own
 ``sisr train`` (recipe ``defian-s``, L1, batch 16) on T91 + BSD200 + General100 minus a held-out slice:
@@ -141,7 +142,7 @@ def harvest(args) -> int:
 def package(run: Path, base: dict, best: dict) -> int:
     import yaml
 
-    from sisr.evaluation.protocol import evaluate
+    from sisr.evaluation.protocol import weights_metrics
     from sisr.training.log import read_log
     from sisr.weights.package import package_pretrained
     from sisr.weights.pretrained import PRETRAINED_DIR
@@ -149,12 +150,8 @@ def package(run: Path, base: dict, best: dict) -> int:
     config = yaml.safe_load((run / "config.yaml").read_text())
     scale = int(config["model"]["scale"])
     steps = [e for e in read_log(run) if e.get("type") == "train"]
-    metrics = {}
-    for ensemble in (False, True):  # test sets, scored once for the record: they choose nothing
-        res = evaluate(run / "best.safetensors", data_root=DATA, datasets=TEST_SETS, scales=[scale],
-                       self_ensemble=ensemble, progress=False)
-        for s in res.sets:
-            metrics[s.dataset + ("+" if ensemble else "")] = {"psnr_y": s.psnr_y, "ssim_y": s.ssim_y}
+    # test sets, plain and self-ensembled, scored once for the record: they choose nothing
+    metrics = weights_metrics(run / "best.safetensors", data_root=DATA, datasets=TEST_SETS, scale=scale)
     selection = {"set": f"{VAL_SET} (the last 10 of BSD200's 199 images in sorted order, held out of training)",
                  "psnr_shipped": base["psnr"], "psnr": best["psnr"], "iteration": best["iteration"],
                  "test_sets_used_for_selection": False}
@@ -174,6 +171,69 @@ def package(run: Path, base: dict, best: dict) -> int:
     return 0
 
 
+# Table II of the DeFiAN paper (DIV2K, 6e5 updates): (PSNR, SSIM) per scale on Set5, Set14, B100
+PAPER = {2: ((38.03, 0.9605), (33.63, 0.9181), (32.20, 0.8999)),
+         3: ((34.42, 0.9273), (30.34, 0.8410), (29.12, 0.8053)),
+         4: ((32.16, 0.8942), (28.63, 0.7810), (27.58, 0.7363))}
+
+
+def report(args) -> int:
+    """docs/results.md in numbers: the table (shipped files' metadata, bicubic scored here, the paper's rows) and the
+    chart of each run's own validation (the handed-over x2 run in --pretraining, then each file's); with --crops a
+    'sisr report' folder, the montage of its Set5 crops instead."""
+    from sisr.evaluation.protocol import evaluate
+    from sisr.utils.plot import line_chart, save_png
+    from sisr.weights import read_metadata
+
+    if args.crops:
+        print(f"montage: {crop_montage(args.crops, args.out, args.overwrite)}", file=sys.stderr)
+        return 0
+    cells = lambda pairs: " | ".join(f"{p:.2f} / {q:.4f}" for p, q in pairs)  # noqa: E731
+    columns = TEST_SETS + tuple(f"{s}+" for s in TEST_SETS)  # "+": self-ensemble
+    lines = ["| scale | model | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    phase2 = [(r["iteration"] + 807, r["psnr"]) for r in val_rows(args.pretraining)]  # after phase 1's 807
+    curves = {"x2 (handed-over run)": [(r["iteration"], r["psnr"]) for r in val_rows(args.pretraining / "phase1")]
+              + phase2}
+    for scale in (2, 3, 4):
+        meta = read_metadata(PRETRAINED / f"defian-s_x{scale}.safetensors")
+        metrics, training = meta["metrics"], meta["training"]
+        bicubic = evaluate("bicubic", data_root=args.data, datasets=TEST_SETS, scales=[scale], progress=False)
+        lines += [f"| x{scale} | bicubic | " + cells((s.psnr_y, s.ssim_y) for s in bicubic.sets) + " |" + " - |" * 3,
+                  f"| x{scale} | **defian-s (shipped)** | "
+                  + cells((metrics[k]["psnr_y"], metrics[k]["ssim_y"]) for k in columns) + " |",
+                  f"| x{scale} | DeFiAN_S (paper, DIV2K, 6e5 updates) | " + cells(PAPER[scale]) + " |" + " - |" * 3]
+        # round 1 starts from the handed-over x2 weights (stopped at 2,417); round 2 from round 1's shipped file,
+        # which had 1,400 fine-tuning iterations (x3, x4) after those (docs/results.md, history)
+        round2 = "pretrained" in str(training.get("init") or "")
+        label = (f"x{scale} (continued)" if scale == 2 else f"x{scale} (fine-tuned from x2)") + ", round 2" * round2
+        curves[label] = [(2417 + 1400 * round2 + v["iteration"], v["psnr"]) for v in training["val"]]
+        print(f"x{scale}: {training['run']}, {training['iterations']} iterations in {training['seconds']:.0f} s on "
+              f"{training['device']}, lr {training['lr']}, milestones {training['milestones']}, init "
+              f"{training['init']}", file=sys.stderr)
+    print("\n".join(lines))
+    chart = line_chart(curves, title="DeFiAN-S on the CPU: each run's own Set5 validation",
+                       xlabel="iteration (counted from the start of the x2 run)", ylabel="Set5 Y PSNR (dB)")
+    print(f"chart: {save_png(chart, args.out / 'defian-s-val.png', overwrite=args.overwrite)}", file=sys.stderr)
+    return 0
+
+
+def crop_montage(report_dir: Path, out: Path, overwrite: bool) -> Path:
+    """HR | bicubic | defian-s crops (the report's largest-bicubic-error crop) for three Set5 images."""
+    from PIL import Image, ImageDraw
+
+    from sisr.utils.plot import font, save_png
+
+    names, columns, side, top = ("butterfly", "baby", "woman"), ("HR", "bicubic", "defian-s"), 192, 24
+    sheet = Image.new("RGB", (side * len(columns), top + side * len(names)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, col in enumerate(columns):
+        draw.text((j * side + 6, 4), col, fill="black", font=font(15))
+        for i, name in enumerate(names):
+            crop = Image.open(report_dir / "crops" / "Set5" / name / f"c1_{j}_{col}.png").convert("RGB")
+            sheet.paste(crop.resize((side, side), Image.NEAREST), (j * side, top + i * side))
+    return save_png(sheet, out / "defian-s-x4-crops.png", overwrite=overwrite)
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT / "src"))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -186,8 +246,14 @@ def main() -> int:
     sub.choices["start"].add_argument("--lr", type=float, default=1e-4)
     sub.choices["harvest"].add_argument("--min-gain", type=float, default=0.02, help="held-out dB to replace")
     sub.choices["harvest"].add_argument("--dry-run", action="store_true", help="decide, do not stop or package")
+    rep = sub.add_parser("report", help="the table and chart of docs/results.md")
+    rep.add_argument("--out", type=Path, required=True, help="folder for defian-s-val.png (or the crop montage)")
+    rep.add_argument("--crops", type=Path, metavar="REPORT_DIR", help="a 'sisr report' folder: montage of its crops")
+    rep.add_argument("--data", type=Path, default=DATA)
+    rep.add_argument("--pretraining", type=Path, default=ROOT.parent / "shared" / "pretraining" / "defian-s-x2")
+    rep.add_argument("--overwrite", action="store_true")
     args = p.parse_args()
-    return {"start": start, "status": status, "harvest": harvest}[args.command](args)
+    return {"start": start, "status": status, "harvest": harvest, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

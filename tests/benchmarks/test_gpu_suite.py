@@ -181,9 +181,10 @@ def test_adopt_replaces_a_shipped_file_only_when_the_validation_set_improves(tmp
     assert meta["metrics"]["Set5"]["psnr_y"] > 0 and "Set5+" in meta["metrics"] and meta["storage"]["dtype"] == "float16"
 
 
-def test_the_fastest_correct_setting_needs_an_agreeing_loss_check():
+def test_the_fastest_correct_setting_needs_an_agreeing_loss_check(monkeypatch):
     import importlib.util
 
+    monkeypatch.syspath_prepend(str(SUITE.parent))  # the benchmarks import each other (common.py) from their folder
     spec = importlib.util.spec_from_file_location("gpu_suite_module", SUITE)
     suite = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(suite)

@@ -351,6 +351,26 @@ def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None,
     return out_dir
 
 
+def weights_metrics(model: str | os.PathLike | torch.nn.Module | LoadedModel, *, data_root: str | os.PathLike,
+                    datasets: Sequence[str] = ("Set5", "Set14", "B100"), scale: int | None = None,
+                    self_ensemble: Sequence[bool] = (False, True), device: str | torch.device = "cpu",
+                    out_dir: str | os.PathLike | None = None, overwrite: bool = False) -> dict[str, dict[str, float]]:
+    """``model`` (a weights file, usually) scored on ``datasets`` at one scale, plain and with the self-ensemble, in
+    the form a packaged weights file records (``package_pretrained(metadata={"metrics": ...})``):
+    ``{"Set5": {"psnr_y", "ssim_y"}, ..., "Set5+": {...}}``, "+" for the self-ensemble. ``scale`` defaults to the
+    file's or module's. With ``out_dir`` each evaluation's files go to ``out_dir/eval-x<s>[-plus]``."""
+    metrics: dict[str, dict[str, float]] = {}
+    for ensemble in self_ensemble:
+        res = evaluate(model, data_root=data_root, datasets=datasets, scales=None if scale is None else [scale],
+                       self_ensemble=ensemble, device=device, progress=False)
+        if out_dir is not None:
+            save_results(res, Path(out_dir) / f"eval-x{res.sets[0].scale}{'-plus' if ensemble else ''}",
+                         overwrite=overwrite)
+        for s in res.sets:
+            metrics[s.dataset + ("+" if ensemble else "")] = {"psnr_y": s.psnr_y, "ssim_y": s.ssim_y}
+    return metrics
+
+
 # --------------------------------------------------------------------------- helpers
 
 
