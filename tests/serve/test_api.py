@@ -86,7 +86,18 @@ def test_a_job_reports_progress_and_its_result(client, png, reference, monkeypat
     assert list(service.root.iterdir()) == []
 
 
-def test_cancel_stops_a_running_job(client, png):
+def test_cancel_stops_a_running_job(client, png, monkeypatch):
+    import threading
+
+    from sisr.serve.jobs import Job
+
+    gate, step = threading.Event(), Job.network_step
+
+    def held_step(self):  # the network waits inside its first layers until the test has asked to cancel
+        step(self)
+        gate.wait(30)
+
+    monkeypatch.setattr(Job, "network_step", held_step)
     job_id = upload(client, "/v1/jobs", png(96, 96), self_ensemble="true", tile=16, tile_overlap=4).json()["id"]
     service = client.app.state.service
     job = service.jobs[job_id]
@@ -96,6 +107,7 @@ def test_cancel_stops_a_running_job(client, png):
     calls = job.calls_expected
     assert client.get(f"/v1/jobs/{job_id}/result").status_code == 409
     assert client.delete(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    gate.set()
     assert job.ended.wait(30) and job.status == "cancelled"
     assert job._calls < calls  # stopped inside the network, not after it
     deadline = time.monotonic() + 10
