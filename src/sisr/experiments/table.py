@@ -181,6 +181,8 @@ def render(data: dict[str, Any], fmt: str = "md") -> str:
                        for d, why in r.get("unscored", {}).items()})
     lines += [f"* not scored: {u}" for u in unscored]
     for d, a in data["agreement"].items():
+        if not a["variants"]:
+            continue
         lines.append(f"* {d}: ordering vs the paper over {a['variants']} variants: Spearman rho "
                      f"{_fmt(a['spearman'])}; variant pairs agreeing beyond the seed spread "
                      f"{a['agree_beyond_noise']}, within it {a['agree_within_noise']}; disagreeing beyond "
