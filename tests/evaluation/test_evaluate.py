@@ -141,7 +141,8 @@ def test_model_errors(tiny_root):
 def test_result_files_record_the_protocol(tiny_root, tmp_path, monkeypatch):
     results = evaluate("bicubic", data_root=tiny_root, datasets=["Tiny"], scales=[2, 3], progress=False)
     out = save_results(results, tmp_path / "out")
-    assert sorted(p.name for p in out.iterdir()) == ["per_image.csv", "results.json", "table.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["env.json", "per_image.csv", "results.json", "table.md"]
+    assert json.loads((out / "env.json").read_text())["torch"] == torch.__version__
     data = json.loads((out / "results.json").read_text())
     proto = data["protocol"]
     assert proto["shave"] == "scale" and "rounded half to even" in proto["quantisation"]

@@ -68,7 +68,7 @@ def test_every_cell_builds_and_trains_a_step(name, one_thread):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_tiny_and_prints_its_table(name, tiny_root, tmp_path, capsys, one_thread):
     out = tmp_path / "out"
-    args = ["experiment", "run", name, "-o", str(out), "--tiny", "--iterations", "2", "--device", "cpu",
+    args = ["experiment", "run", name, "-o", str(out), "--tiny", "--iterations", "5", "--device", "cpu",
             "--data-root", str(tiny_root), "--train-sets", "Train", "--val-set", "Val"]
     assert main(args) == 0
     assert main(["experiment", "table", str(out)]) == 0

@@ -1,7 +1,7 @@
 """sisr eval: PSNR/SSIM tables on benchmark sets in the papers' protocol.
 
 Prints a table (rows = sets, columns = scales, cells ``PSNR/SSIM`` on Y) and writes
-``results.json``, ``per_image.csv`` and ``table.md`` into one folder (default
+``results.json``, ``per_image.csv``, ``table.md`` and ``env.json`` into one folder (default
 ``results/eval-<model>-<timestamp>/``), each recording the protocol.
 
 A paper's table in one call: weights for several scales (``--weights 2=a.safetensors 3=b 4=c``) and/or
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     print(results.table())
     for key, text in results.protocol["lr"].items():
         print(f"LR {key}: {text}")
-    print(f"results written to {out_dir}/ (results.json, per_image.csv, table.md)")
+    print(f"results written to {out_dir}/ (results.json, per_image.csv, table.md, env.json)")
     return 0
 
 

@@ -51,7 +51,7 @@ GRAY_IMAGES = {
     "gray": "scored as gray: HR gray value, SR reduced to gray by 0.299 R + 0.587 G + 0.114 B before quantisation "
             "(as sisr upscale does), luma = gray value (the MATLAB script's gray branch; the literature's bicubic rows)",
 }
-RESULT_FILES = ("results.json", "per_image.csv", "table.md")
+RESULT_FILES = ("results.json", "per_image.csv", "table.md", "env.json")
 
 
 @dataclass
@@ -335,7 +335,7 @@ def evaluate(
 
 
 def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
-    """Write ``results.json``, ``per_image.csv`` and ``table.md`` into ``out_dir``; return the folder.
+    """Write ``results.json``, ``per_image.csv``, ``table.md`` and ``env.json`` into ``out_dir``; return the folder.
 
     Without ``out_dir``: a new ``results/eval-<model>-<timestamp>[-n]`` folder. Existing files are
     never replaced unless ``overwrite``.
@@ -344,8 +344,10 @@ def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None,
         out_dir = _new_run_dir(Path("results"), f"eval-{slug(results.model['label'], 'model')}")
     out_dir = Path(out_dir)
     check_outputs(out_dir, RESULT_FILES, overwrite)
+    from ..utils.environment import environment
+
     texts = dict(zip(RESULT_FILES, (json.dumps(results.to_dict(), indent=2) + "\n", results.csv(),
-                                    results.markdown())))
+                                    results.markdown(), json.dumps(environment(), indent=2) + "\n")))
     for name, text in texts.items():
         atomic_write_text(out_dir / name, text, overwrite=overwrite)
     return out_dir
