@@ -98,3 +98,15 @@ def test_a_signal_cancels_jobs_and_finishes_requests(live_server, png, reference
     assert events[-1]["status"] == "cancelled"  # the job stopped inside the network
     assert answer and answer[0][0] == 200 and answer[0][2] == reference("photo.png", small)  # the request finished
     assert list(private.iterdir()) == []  # uploads and results removed
+
+
+def test_a_refused_upload_still_reads_its_answer(live_server):
+    """An upload over --max-upload-mb is answered 413 while the client is still sending: the server reads and
+    drops the rest of the body (bounded), so the client gets the answer, not a connection reset."""
+    server = live_server("--model", "bicubic", "--max-upload-mb", "1")
+    for size_mib in (2, 8, 8, 8, 32):
+        code, _, body = post_image(server.url + "v1/upscale", b"\0" * (size_mib * 2**20), "big.png")
+        assert code == 413, (size_mib, body[:200])
+        assert "upload too large" in json.loads(body)["error"]
+    code, _, _ = http("GET", server.url + "v1/health")
+    assert code == 200

@@ -5,7 +5,9 @@ The image goes in field ``image`` (one per request); the options are fields name
 flags (``model``, ``scale``, ``format`` or ``ext``, ``quality``, ``lossless``, ``color``, ``alpha``, ``tile``,
 ``tile_overlap``, ``self_ensemble``, ``precision``, ``chop``, ...; ``-`` or ``_``). A client names no path: the
 file is saved as ``input<suffix>`` in the job's private folder, its own name kept only for messages and the
-download's name. The body is refused (413) as soon as it passes the size limit.
+download's name. The body is refused (413) as soon as it passes the size limit; the rest of a refused body is
+read and discarded (bounded, as nginx's lingering close) so that the client, still sending, gets the answer
+instead of a connection reset.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ INPUT_STEM = "input"
 MAX_FIELD_BYTES = 1024
 MAX_FIELDS = 32
 FORM_SLACK = 64 * 1024  # bytes of a body besides the image: boundaries, part headers, option fields
+DRAIN_BYTES = 256 * 2**20  # at most this much of a refused body is read and discarded ...
+DRAIN_SECONDS = 10.0  # ... for at most this long; then the connection is closed unread
 BOOLEANS = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False, "no": False,
             "": False}
 FIELDS = ("model", "scale", "format", "quality", "lossless", "color", "alpha", "tile", "tile_overlap", "self_ensemble",
@@ -132,6 +136,33 @@ class _Receiver:
 
 async def receive(request, folder: Path, max_bytes: int) -> Upload:
     """Stream ``request``'s multipart body into ``folder``; ``ApiError`` 400/413/415 for a body it cannot take."""
+    try:
+        return await _receive(request, folder, max_bytes)
+    except ApiError:
+        await _discard(request)
+        raise
+
+
+async def _discard(request) -> None:
+    """Read and drop what is left of a refused body (bounded in bytes and time)."""
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    async def drain() -> None:
+        left = DRAIN_BYTES
+        async for chunk in request.stream():
+            left -= len(chunk)
+            if left <= 0:
+                return
+
+    try:
+        await asyncio.wait_for(drain(), DRAIN_SECONDS)
+    except (asyncio.TimeoutError, ClientDisconnect, RuntimeError):
+        pass  # RuntimeError: the stream was consumed already
+
+
+async def _receive(request, folder: Path, max_bytes: int) -> Upload:
     import python_multipart
     from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import parse_options_header
