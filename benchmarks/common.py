@@ -12,7 +12,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +25,7 @@ except ImportError:  # a checkout run without PYTHONPATH=src (the device machine
 
 import torch  # noqa: E402
 
-from sisr.utils.device import synchronize  # noqa: E402
+from sisr.evaluation.roofline import timed  # noqa: E402,F401  (the benchmarks import it from here)
 from sisr.utils.environment import environment  # noqa: E402
 from sisr.utils.fs import atomic_write_text  # noqa: E402
 from sisr.utils.memory import PeakMemory  # noqa: E402
@@ -35,23 +34,6 @@ from sisr.utils.memory import PeakMemory  # noqa: E402
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
-
-
-def timed(fn, device: torch.device | str = "cpu") -> tuple[float, object]:
-    """Seconds of ``fn()`` and its result: CUDA events between synchronisations on CUDA, else perf_counter."""
-    device = torch.device(device)
-    synchronize(device)
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        end.record()
-        synchronize(device)
-        return start.elapsed_time(end) / 1e3, out
-    start_s = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return time.perf_counter() - start_s, out
 
 
 def with_peak(fn, device: torch.device | str):
@@ -77,43 +59,6 @@ def free(device: torch.device | str) -> None:
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
-
-
-def fp32_peak_key(device: torch.device) -> str:
-    """The fp32 peak a fraction is taken of: the TF32 one on CUDA whenever a TF32 switch is on (never flattering)."""
-    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
-    return "fp32_tf32" if device.type == "cuda" and tf32 else "fp32"
-
-
-def peak_rates(device: torch.device, n: int, reps: int = 1, calls: int = 5, copy_mib: int = 512,
-               conv: bool = False) -> dict[str, float]:
-    """FLOP/s of ``torch.mm`` on n x n matrices (``reps`` products a call): fp32 with TF32 off, fp32 with TF32 on
-    (CUDA), bf16; with ``conv`` a 1x1 convolution (oneDNN: 1024 channels, 64x64, channels_last) too; the copy
-    bandwidth of ``copy_mib`` MiB (bytes read + written per second). Each the best of ``calls`` after a warm-up."""
-    def rate(fn, work: float) -> float:
-        fn()
-        return work / min(timed(fn, device)[0] for _ in range(calls))
-
-    out, tf32 = {}, torch.backends.cuda.matmul.allow_tf32
-    try:
-        for label, dtype, allow in (("fp32", torch.float32, False), ("fp32_tf32", torch.float32, True),
-                                    ("bf16", torch.bfloat16, tf32)):
-            if label == "fp32_tf32" and device.type != "cuda":
-                continue
-            torch.backends.cuda.matmul.allow_tf32 = allow
-            a, b, c = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(3))
-            out[label] = rate(lambda: [torch.mm(a, b, out=c) for _ in range(reps)], 2.0 * n**3 * reps)
-            if conv and label != "fp32_tf32":
-                cl = torch.channels_last
-                x = torch.randn(1, 1024, 64, 64, device=device, dtype=dtype).contiguous(memory_format=cl)
-                w = torch.randn(1024, 1024, 1, 1, device=device, dtype=dtype).contiguous(memory_format=cl)
-                out[f"conv1x1_{label}"] = rate(lambda: torch.nn.functional.conv2d(x, w), 2.0 * 1024**2 * 64 * 64)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-    src = torch.rand(copy_mib * MIB // 4, device=device)
-    dst = torch.empty_like(src)
-    out["copy_bytes_per_s"] = rate(lambda: dst.copy_(src), 2.0 * src.numel() * 4)
-    return out
 
 
 def native_cpu_bf16() -> bool | None:

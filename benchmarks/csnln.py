@@ -25,6 +25,7 @@ import torch
 from common import fmt, md_table, timed, with_peak
 
 import sisr
+from sisr.evaluation import roofline
 from sisr.evaluation.profile import count_model_flops
 from sisr.utils.device import resolve_device
 from sisr.utils.memory import PeakMemory
@@ -114,7 +115,7 @@ def cpu_section(args) -> dict:
 def compare_paths(device: torch.device, size: int, runs: int, peaks: dict | None, hparams: dict | None = None) -> dict:
     """Reference fp32, fast fp32 and fast bf16 on ``device`` (batch 1, random weights): the first call's allocator peak
     (CUDA), the median of ``runs`` timed calls, output differences, achieved FLOP/s and its fraction of ``peaks``
-    (``common.peak_rates``: the fp32 one per ``common.fp32_peak_key``)."""
+    (``roofline.peak_rates``: the fp32 one per ``roofline.fp32_peak_key``)."""
     flops = model_flops(size, hparams)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
     rows, outs = {}, {}
@@ -131,7 +132,7 @@ def compare_paths(device: torch.device, size: int, runs: int, peaks: dict | None
         out, peak = with_peak(forward, device)
         outs[name] = out.float()
         times = [timed(forward, device)[0] for _ in range(runs)]
-        peak_rate = peaks and peaks["bf16" if dtype else common.fp32_peak_key(device)]
+        peak_rate = peaks and peaks["bf16" if dtype else roofline.fp32_peak_key(device)]
         rows[name] = {"times_s": times, "median_s": statistics.median(times), "peak_memory_bytes": peak,
                       "flops_per_s": flops / statistics.median(times),
                       "fraction_of_matmul_peak": flops / statistics.median(times) / peak_rate if peak_rate else None}
@@ -144,7 +145,7 @@ def compare_paths(device: torch.device, size: int, runs: int, peaks: dict | None
               "max_abs_diff_fast_vs_reference_fp32": (fp32 - outs["reference fp32"]).abs().max().item(),
               "bf16_vs_fp32_max_abs_diff_255": (bf16.clamp(0, 1) - fp32.clamp(0, 1)).abs().max().item() * 255,
               "bf16_vs_fp32_raw_max_abs_diff": (bf16 - fp32).abs().max().item(),
-              "peaks_used": {"fp32": common.fp32_peak_key(device), "bf16": "bf16"}}
+              "peaks_used": {"fp32": roofline.fp32_peak_key(device), "bf16": "bf16"}}
     memory = result["memory_ratio_fast_over_reference"]
     result["targets"] = {"speed-up >= 5x": result["speedup_fast_vs_reference"] >= 5,
                          "peak memory <= 1/4": None if memory is None else memory <= 0.25,
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         device = resolve_device("cuda")
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-        peaks = common.peak_rates(device, 8192, reps=10, calls=3, copy_mib=64)
+        peaks = roofline.peak_rates(device, 8192, reps=10, calls=3, copy_mib=64)
         result["cuda"] = {**compare_paths(device, args.gpu_size, args.runs, peaks), "tf32": args.tf32,
                           "matmul_peak_flops_per_s": peaks, "device": torch.cuda.get_device_name(device)}
         print(f"\nCUDA {result['cuda']['device']}, TF32 {'on' if args.tf32 else 'off'}\n")

@@ -1,7 +1,7 @@
 """Every GPU figure of the performance work in one command that fits a short device lease.
 
 Sections (docs/benchmarks.md), each in its own try/except (a failing one is recorded with its one-line error),
-results rewritten after every section: ``peak`` (common.peak_rates), ``csnln`` (csnln.compare_paths), ``profile``
+results rewritten after every section: ``peak`` (roofline.peak_rates), ``csnln`` (csnln.compare_paths), ``profile``
 (sisr.evaluation.profile), ``inference`` (inference.measure_model), ``train`` (train_throughput.measure and
 loss_check) and ``loader`` (data_loader.loader_rates against what each model's fastest correct setting consumes).
 ``--budget-s`` scales the repeats and is shared out between the sections; ``--dry-run`` is the same code on the CPU
@@ -32,6 +32,7 @@ import torch
 import train_throughput
 from common import fmt, free, md_table, one_line
 
+from sisr.evaluation import roofline
 from sisr.data.prepare import available_cpus
 from sisr.data.training import IterationSampler, PatchDataset
 from sisr.errors import ConfigError, SisrError
@@ -85,7 +86,7 @@ class Context:
 
 
 def section_peak(ctx: Context) -> dict:
-    return {"n": ctx.p["peak_n"], "reps": ctx.p["peak_reps"], **common.peak_rates(
+    return {"n": ctx.p["peak_n"], "reps": ctx.p["peak_reps"], **roofline.peak_rates(
         ctx.device, ctx.p["peak_n"], reps=ctx.p["peak_reps"], calls=3, copy_mib=ctx.p["copy_mib"])}
 
 
@@ -118,7 +119,7 @@ def section_inference(ctx: Context) -> dict:
     size = lambda name: (ctx.p["infer_csnln"],) * 2 if name == "csnln" else (math.ceil(oh / SCALE),  # noqa: E731
                                                                               math.ceil(ow / SCALE))
     ns = Namespace(tiny=ctx.p["tiny"], precision="bf16", compile=False, warmup=1, runs=ctx.runs(5))
-    rows, skipped, key = {}, [], common.fp32_peak_key(ctx.device)
+    rows, skipped, key = {}, [], roofline.fp32_peak_key(ctx.device)
     for name in ctx.models(trainable=False):
         if ctx.over():
             skipped.append(name)

@@ -23,13 +23,10 @@ from pathlib import Path
 
 import common  # benchmarks/common.py (makes sisr importable from a checkout)
 import torch
-from common import fmt, free, md_table, one_line, peak_rates, rotate, timed, with_peak
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import flop_registry
+from common import fmt, free, md_table, one_line, rotate, timed, with_peak
 
 import sisr
-from sisr.evaluation.profile import count_flops
+from sisr.evaluation.roofline import combine_peaks, floor_s, model_cost, peak_rates
 from sisr.inference.forward import run
 from sisr.models import count_parameters, create_model, get_info, list_models
 from sisr.utils.device import resolve_device
@@ -40,7 +37,6 @@ DEFAULT_VARIANTS = ["eager", "optimised", "cl", "bf16"]
 BACKEND_VARIANTS = ["eager", "cl", "optimised", "compile", "onnxruntime"]  # --backends (cl is the CPU default)
 CACHES = {"compile": "_sisr_aoti", "onnxruntime": "_sisr_onnx"}  # where run() keeps a loaded package / session
 CONTIGUOUS = torch.contiguous_format
-LAYER_OPS = {str(k) for k in flop_registry}  # operators with a FLOP formula: convolutions, products, attention
 
 
 def variant_options(name: str, variant: str, precision: str, use_compile: bool, any_precision: bool) -> dict:
@@ -157,71 +153,6 @@ def measure_model(name: str, scale: int, size: tuple[int, int], variants: list[s
 def _timed_peak(call, device) -> tuple[float, int | None]:
     (seconds, _), peak = with_peak(lambda: timed(call, device), device)
     return seconds, peak
-
-
-# ----------------------------------------------------------------------------- the limit
-
-
-class Traffic(TorchDispatchMode):
-    """Bytes a forward must move (on the meta device): ``layer_act_bytes``, every operator with a FLOP formula reading
-    its activation inputs and writing its output once (element-wise work assumed fused: the floor's lower bound),
-    and ``op_bytes``, every operator reading all its inputs and writing its new outputs (eager, unfused; views move
-    nothing). Weights are the tensors that require grad."""
-
-    def __init__(self):
-        super().__init__()
-        self.layer_act_bytes = self.op_bytes = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        ins = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
-        in_ids = {id(a) for a in ins}
-        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-        if outs and all(t._is_view() and id(t) not in in_ids for t in outs):
-            return out  # view, permute, slice, ...: no data moves
-        nbytes = lambda t: t.numel() * t.element_size()  # noqa: E731
-        written = sum(nbytes(t) for t in outs if id(t) in in_ids or not t._is_view())  # new or updated in place
-        self.op_bytes += sum(nbytes(a) for a in ins) + written
-        if str(func._overloadpacket) in LAYER_OPS:
-            self.layer_act_bytes += sum(nbytes(a) for a in ins if not a.requires_grad) + written
-        return out
-
-
-def model_cost(name: str, scale: int, size: tuple[int, int], tiny: bool = False) -> dict:
-    """FLOPs and byte estimates of one forward on a (1, 3, *size) input, on the meta device."""
-    with torch.device("meta"):  # no weights initialised: shapes are all that is needed
-        model = create_model(name, scale=scale, **(get_info(name).tiny if tiny else {})).eval().to("meta")
-    x = torch.empty(1, 3, *size, device="meta")
-    flops, _ = count_flops(model, x)
-    tracer = Traffic()
-    with torch.no_grad(), tracer:
-        y = model(x)
-    weights = list(model.parameters()) + list(model.buffers())
-    elems, wbytes = sum(t.numel() for t in weights), sum(t.numel() * t.element_size() for t in weights)
-    act, ops = tracer.layer_act_bytes, tracer.op_bytes
-    return {"flops": flops, "weight_elements": elems, "weight_bytes": wbytes, "io_bytes": (x.numel() + y.numel()) * 4,
-            "layer_activation_bytes": act, "layer_bytes": wbytes + act, "op_bytes": ops,
-            # bf16 autocast: fp32 weights read, a bf16 copy written and read; activations at 2 bytes
-            "layer_bytes_bf16": wbytes + 4 * elems + act // 2,
-            "op_bytes_bf16": wbytes + 4 * elems + (ops - wbytes) // 2}
-
-
-def combine_peaks(samples: list[dict], device) -> dict:
-    """Per sample the faster product (matmul or 1x1 convolution) per precision, then the median of the samples
-    (what the cores delivered during the run, robust to one lucky sample on a shared machine) and the best."""
-    key = common.fp32_peak_key(device)
-    per = [{"fp32": max(s[k] for k in (key, "conv1x1_fp32") if k in s),
-            "bf16": max(s[k] for k in ("bf16", "conv1x1_bf16") if k in s), "bytes": s["copy_bytes_per_s"]}
-           for s in samples]
-    median = {k: statistics.median([s[k] for s in per]) for k in ("fp32", "bf16", "bytes")}
-    return {"rule": "median", "samples": len(samples), "fp32_flops_per_s": median["fp32"],
-            "bf16_flops_per_s": median["bf16"], "bytes_per_s": median["bytes"], "median": median,
-            "best": {k: max(s[k] for s in per) for k in ("fp32", "bf16", "bytes")}}
-
-
-def floor_s(flops: float, nbytes: float, peak_flops: float, bandwidth: float) -> tuple[float, str]:
-    compute, memory = flops / peak_flops, nbytes / bandwidth
-    return max(compute, memory), ("compute" if compute >= memory else "memory")
 
 
 def analyse(row: dict, cost: dict, peaks: dict, use_compile: bool) -> dict:
