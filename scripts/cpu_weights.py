@@ -3,15 +3,16 @@
     python scripts/cpu_weights.py start [--scale 4]    # background, nice 19, one thread, resumable
     python scripts/cpu_weights.py status
     python scripts/cpu_weights.py harvest [--dry-run]  # stop, decide on held-out data, package, score tests
+    python scripts/cpu_weights.py adopt DIR [--dry-run]   # the same for the candidates of gpu_train_defian_s.py
     python scripts/cpu_weights.py report --out docs/img [--crops REPORT_DIR]   # docs/results.md's table and chart
 
 A run continues the shipped ``src/sisr/pretrained/defian-s_x<scale>.safetensors`` with sisr's own
 ``sisr train`` (recipe ``defian-s``, L1, batch 16) on T91 + BSD200 + General100 minus a held-out slice:
 the last 10 of BSD200's 199 images in sorted order (``val.set=BSD200:190-199``), which validate the run
-(``best.safetensors``)
-and decide whether it replaces the shipped file (held-out PSNR gain >= ``--min-gain`` dB over the run's
-iteration-0 validation, i.e. the shipped file). Set5/Set14/B100 are scored once, after that decision, for
-the record (they choose nothing). Without ``--scale``, ``start`` takes the scale furthest below its target.
+(``best.safetensors``) and decide whether it replaces the shipped file: a held-out PSNR gain of at least
+``--min-gain`` dB (harvest 0.02, adopt 0.01) over the run's iteration-0 validation (harvest) or over the shipped
+file validated here (adopt). Set5/Set14/B100 are scored once, after that decision, for the record (they choose
+nothing). Without ``--scale``, ``start`` takes the scale furthest below its target.
 """
 
 from __future__ import annotations
@@ -121,53 +122,75 @@ def stop(run: Path, timeout: float = 600) -> None:
 
 
 def harvest(args) -> int:
-    run = run_dir(args.scale or 0, args.run) if args.run else None
-    if run is None:
+    import yaml
+
+    from sisr.training.log import read_log
+
+    if not args.run:
         raise SystemExit("harvest needs --run NAME (see 'status')")
+    run = run_dir(0, args.run)
     if not args.dry_run:
         stop(run)
     rows = val_rows(run)
     if not rows or rows[0]["iteration"] != 0:
         raise SystemExit(f"{run.name}: no iteration-0 validation (val.at_start) to compare with")
-    base, best = rows[0], max(rows, key=lambda r: r["psnr"])
-    gain = best["psnr"] - base["psnr"]
-    print(f"{run.name}: {VAL_SET} {base['psnr']:.3f} (shipped file) -> {best['psnr']:.3f} at iteration "
-          f"{best['iteration']} ({gain:+.3f} dB; replace at >= {args.min_gain:+.3f})")
-    if gain < args.min_gain or args.dry_run:
-        print("not replaced" if gain < args.min_gain else "dry run: nothing packaged")
-        return 0
-    return package(run, base, best)
-
-
-def package(run: Path, base: dict, best: dict) -> int:
-    import yaml
-
-    from sisr.evaluation.protocol import weights_metrics
-    from sisr.training.log import read_log
-    from sisr.weights.package import package_pretrained
-    from sisr.weights.pretrained import PRETRAINED_DIR
-
     config = yaml.safe_load((run / "config.yaml").read_text())
-    scale = int(config["model"]["scale"])
     steps = [e for e in read_log(run) if e.get("type") == "train"]
-    # test sets, plain and self-ensembled, scored once for the record: they choose nothing
-    metrics = weights_metrics(run / "best.safetensors", data_root=DATA, datasets=TEST_SETS, scale=scale)
-    selection = {"set": f"{VAL_SET} (the last 10 of BSD200's 199 images in sorted order, held out of training)",
-                 "psnr_shipped": base["psnr"], "psnr": best["psnr"], "iteration": best["iteration"],
-                 "test_sets_used_for_selection": False}
     training = {"run": run.name, "data": config["data"]["hr"], "init": config["model"].get("init"),
                 "iterations": steps[-1]["iteration"] if steps else 0, "lr": config["optim"]["lr"],
                 "milestones": config["schedule"]["milestones"], "batch_size": config["train"]["batch_size"],
                 "patch_size": config["data"]["patch_size"], "seconds": steps[-1]["elapsed_s"] if steps else None,
-                "val": val_rows(run), "date": date.today().isoformat()}
-    path = package_pretrained(run / "best.safetensors", dest_dir=PRETRAINED_DIR, overwrite=True,
+                "val": rows, "date": date.today().isoformat()}
+    return package(run / "best.safetensors", training, VAL_SET, rows[0]["psnr"], max(rows, key=lambda r: r["psnr"]),
+                   args)
+
+
+def adopt(args) -> int:
+    """The candidates a GPU run wrote (scripts/gpu_train_defian_s.py), each against the file of its name in --dest,
+    both validated here on --val-set, then through package() as a harvest."""
+    from sisr.training.trainer import Validator
+    from sisr.weights import read_metadata
+    from sisr.weights.loading import load_model
+
+    candidates = sorted(args.dir.glob("defian-s_x*.safetensors"))
+    if not candidates:
+        raise SystemExit(f"{args.dir}: no defian-s_x<scale>.safetensors")
+    for cand in candidates:
+        meta, shipped = read_metadata(cand), args.dest / cand.name
+        validate = Validator(args.val_set, int(meta["scale"]), root=str(args.data), device="cpu")
+        old = validate(load_model(shipped, device="cpu"))["psnr"] if shipped.is_file() else None
+        training = {**meta.get("training", {}), "run": str(cand), "date": date.today().isoformat()}
+        best = {"psnr": validate(load_model(cand, device="cpu"))["psnr"], "iteration": training.get("iterations")}
+        package(cand, training, args.val_set, old, best, args)
+    return 0
+
+
+def package(weights: Path, training: dict, val_set: str, shipped: float | None, best: dict, args) -> int:
+    """``weights`` over the file of its name in --dest when ``best`` beats ``shipped`` (the shipped file's PSNR; None:
+    nothing shipped) on ``val_set`` by at least --min-gain dB; then the test sets are scored once, plain and
+    self-ensembled, for the record: they choose nothing."""
+    from sisr.evaluation.protocol import weights_metrics
+    from sisr.weights import read_metadata
+    from sisr.weights.package import package_pretrained
+
+    gain = best["psnr"] - (float("-inf") if shipped is None else shipped)
+    print(f"{training['run']}: {val_set} {'none' if shipped is None else f'{shipped:.3f}'} (shipped file) -> "
+          f"{best['psnr']:.3f} at iteration {best['iteration']} ({gain:+.3f} dB; replace at >= {args.min_gain:+.3f})")
+    if gain < args.min_gain or args.dry_run:
+        print("not replaced" if gain < args.min_gain else "dry run: nothing packaged")
+        return 0
+    metrics = weights_metrics(weights, data_root=args.data, datasets=TEST_SETS)
+    note = " (the last 10 of BSD200's 199 images in sorted order, held out of training)" if val_set == VAL_SET else ""
+    selection = {"set": val_set + note, "psnr_shipped": shipped, "psnr": best["psnr"], "iteration": best["iteration"],
+                 "test_sets_used_for_selection": False}
+    path = package_pretrained(weights, dest_dir=args.dest, overwrite=True,
                               metadata={"training": training, "metrics": metrics, "selection": selection,
                                         "command": shlex.join([sys.executable, *sys.argv])})
     line = " | ".join(f"{k} {v['psnr_y']:.2f} / {v['ssim_y']:.4f}" for k, v in metrics.items())
     print(f"replaced {path}\n  {line}")
-    print(json.dumps({"history_row": {"date": training["date"], "scale": scale, "run": run.name,
-                                      "iterations": training["iterations"], "heldout": best["psnr"],
-                                      **{k: v["psnr_y"] for k, v in metrics.items()}}}))
+    print(json.dumps({"history_row": {"date": training["date"], "scale": read_metadata(path)["scale"],
+                                      "run": training["run"], "iterations": training.get("iterations"),
+                                      "heldout": best["psnr"], **{k: v["psnr_y"] for k, v in metrics.items()}}}))
     return 0
 
 
@@ -244,8 +267,15 @@ def main() -> int:
         s.add_argument("--run", help="run folder name under runs/ (default defian-s-x<scale>-heldout)")
     sub.choices["start"].add_argument("--iterations", type=int, default=3000)
     sub.choices["start"].add_argument("--lr", type=float, default=1e-4)
-    sub.choices["harvest"].add_argument("--min-gain", type=float, default=0.02, help="held-out dB to replace")
-    sub.choices["harvest"].add_argument("--dry-run", action="store_true", help="decide, do not stop or package")
+    sub.add_parser("adopt", help="package the better candidates of scripts/gpu_train_defian_s.py").add_argument(
+        "dir", type=Path, help="the --out of scripts/gpu_train_defian_s.py, fetched")
+    sub.choices["adopt"].add_argument("--val-set", default=VAL_SET, help="held out of the training data")
+    for name, gain in (("harvest", 0.02), ("adopt", 0.01)):  # adopt: what the results tables show
+        s = sub.choices[name]
+        s.add_argument("--min-gain", type=float, default=gain, help=f"held-out dB to replace (default {gain})")
+        s.add_argument("--dry-run", action="store_true", help="decide, do not stop the run or package")
+        s.add_argument("--data", type=Path, default=DATA, help="the validation and test sets")
+        s.add_argument("--dest", type=Path, default=PRETRAINED, help="the files to replace (default: the shipped)")
     rep = sub.add_parser("report", help="the table and chart of docs/results.md")
     rep.add_argument("--out", type=Path, required=True, help="folder for defian-s-val.png (or the crop montage)")
     rep.add_argument("--crops", type=Path, metavar="REPORT_DIR", help="a 'sisr report' folder: montage of its crops")
@@ -253,7 +283,7 @@ def main() -> int:
     rep.add_argument("--pretraining", type=Path, default=ROOT.parent / "shared" / "pretraining" / "defian-s-x2")
     rep.add_argument("--overwrite", action="store_true")
     args = p.parse_args()
-    return {"start": start, "status": status, "harvest": harvest, "report": report}[args.command](args)
+    return {"start": start, "status": status, "harvest": harvest, "adopt": adopt, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

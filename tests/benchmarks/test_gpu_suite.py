@@ -1,4 +1,5 @@
-"""The prepared GPU commands (benchmarks/gpu_suite.py, scripts/gpu_train_defian_s.py) in their CPU dry runs.
+"""The prepared GPU commands (benchmarks/gpu_suite.py, scripts/gpu_train_defian_s.py) in their CPU dry runs, and
+``scripts/cpu_weights.py adopt`` on the training dry run's candidates.
 
 They run as the device machine runs them (a fresh process, ``PYTHONPATH=src``, one thread), on tiny
 generated data, so that neither can rot while no GPU is lent.
@@ -23,6 +24,7 @@ from sisr.weights import load_weights, save_weights
 
 SUITE = REPO / "benchmarks" / "gpu_suite.py"
 TRAIN = REPO / "scripts" / "gpu_train_defian_s.py"
+CPU_WEIGHTS = REPO / "scripts" / "cpu_weights.py"
 
 
 def run(script: Path, *args: str) -> subprocess.CompletedProcess:
@@ -114,11 +116,18 @@ def test_suite_records_failed_sections_and_keeps_to_the_budget(tmp_path):
     assert "failed: ConfigError" in (out / "results.md").read_text()
 
 
-def test_train_dry_run_writes_candidates_archives_and_results(tmp_path, data, init_dir):
-    out = tmp_path / "out"
-    proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(out),
-               "--work", str(tmp_path / "work"), "--scales", "2", "3", "--val-set", VAL)
+@pytest.fixture(scope="module")
+def train_dry_run(tmp_path_factory, data, init_dir) -> Path:
+    """The --out folder of the training dry run at x2 and x3."""
+    root = tmp_path_factory.mktemp("train")
+    proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(root / "out"),
+               "--work", str(root / "work"), "--scales", "2", "3", "--val-set", VAL)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "out"
+
+
+def test_train_dry_run_writes_candidates_archives_and_results(train_dry_run):
+    out = train_dry_run
     assert sorted(p.name for p in out.iterdir()) == ["defian-s-x2.tar", "defian-s-x3.tar", "defian-s_x2.safetensors",
                                                      "defian-s_x3.safetensors", "results.json"]
     results = json.loads((out / "results.json").read_text())
@@ -140,8 +149,7 @@ def test_train_dry_run_writes_candidates_archives_and_results(tmp_path, data, in
 def test_train_stops_on_the_clock_and_halves_the_lr(tmp_path, data, init_dir):
     out = tmp_path / "out"
     proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(out),
-               "--scales", "2", "--minutes", "0.5", "--max-iterations", "100000", "--export-every", "1",
-               "--val-set", VAL)
+               "--scales", "2", "--minutes", "0.5", "--set", "train.iterations=100000", "--val-set", VAL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert not Path(results["work"]).exists()  # its own temporary run folders are removed
@@ -159,26 +167,36 @@ def test_train_never_writes_into_the_shipped_weights_folder(tmp_path, data, init
     proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(target))
     assert proc.returncode == 2 and "inside the shipped weights folder" in proc.stderr
     assert not target.exists()
+    out = tmp_path / "out"  # a wrong --set fails before anything runs
+    proc = run(TRAIN, "--dry-run", "--data", str(data), "--init-dir", str(init_dir), "--out", str(out),
+               "--scales", "2", "--set", "train.no_such_key=1")
+    assert proc.returncode == 2 and "train.no_such_key" in proc.stderr and not (out / "results.json").exists()
 
 
-def test_adopt_replaces_a_shipped_file_only_when_the_validation_set_improves(tmp_path, data, init_dir):
-    back, dest = tmp_path / "back", tmp_path / "dest"
-    back.mkdir()
+def test_adopt_replaces_a_shipped_file_only_when_the_validation_set_improves(tmp_path, data, train_dry_run):
+    sets = tmp_path / "data"  # the validation slice, and the test sets a packaged file is scored on
+    sets.mkdir()
+    for name in ("BSD200", "Set5"):
+        (sets / name).symlink_to(data / name)
+    for name in ("Set14", "B100"):
+        write_noise_images(sets / name / "HR", 2, (48, 48, 3), seed=3)
+    dest = tmp_path / "dest"
     dest.mkdir()
-    for scale in (2, 3):
-        name = f"defian-s_x{scale}.safetensors"
-        (back / name).write_bytes((init_dir / name).read_bytes())
-    shipped_x2 = (init_dir / "defian-s_x2.safetensors").read_bytes()
+    shipped_x2 = (train_dry_run / "defian-s_x2.safetensors").read_bytes()
     (dest / "defian-s_x2.safetensors").write_bytes(shipped_x2)  # the same weights: no gain; x3: nothing shipped
-    proc = run(TRAIN, "--adopt", str(back), "--dest", str(dest), "--out", str(tmp_path / "eval"), "--data", str(data),
-               "--sets", "Set5", "--device", "cpu", "--val-set", VAL)
+    proc = run(CPU_WEIGHTS, "adopt", str(train_dry_run), "--dest", str(dest), "--data", str(sets), "--val-set", VAL)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((tmp_path / "eval" / "adopt.json").read_text())["scales"]
-    assert report["2"]["gain_db"] == 0 and report["2"]["adopted"] is False
+    assert "+0.000 dB" in proc.stdout and "not replaced" in proc.stdout
     assert (dest / "defian-s_x2.safetensors").read_bytes() == shipped_x2
-    assert report["3"]["shipped_val"] is None and report["3"]["adopted"] is True
-    _, meta = load_weights(dest / "defian-s_x3.safetensors")  # Set5 reported after the choice, not chosen on
-    assert meta["metrics"]["Set5"]["psnr_y"] > 0 and "Set5+" in meta["metrics"] and meta["storage"]["dtype"] == "float16"
+    assert sorted(p.name for p in dest.iterdir()) == ["defian-s_x2.safetensors", "defian-s_x3.safetensors"]
+    _, meta = load_weights(dest / "defian-s_x3.safetensors")  # the test sets scored after the choice, not chosen on
+    selection = meta["selection"]
+    assert selection["set"] == VAL and selection["psnr_shipped"] is None and selection["iteration"] == 3
+    assert selection["psnr"] > 0 and selection["test_sets_used_for_selection"] is False
+    assert {"Set5", "Set14", "B100", "Set5+", "Set14+", "B100+", VAL} <= set(meta["metrics"])
+    assert meta["training"]["iterations"] == 3 and meta["storage"]["dtype"] == "float16"
+    assert meta["training"]["run"] == str(train_dry_run / "defian-s_x3.safetensors")
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["history_row"]["scale"] == 3
 
 
 def test_the_fastest_correct_setting_needs_an_agreeing_loss_check(monkeypatch):
