@@ -11,13 +11,13 @@ import torch
 import sisr
 from sisr.cli import main
 from sisr.data.io import write_image
-from sisr.models import get_info
+from sisr.models import get_info, has_parameters
 from sisr.weights import save_weights
 from sisr.weights.pretrained import pretrained_path
 
 
-# a registry model with parameters and no weights shipped at x2 (none are shipped yet)
-NO_WEIGHTS = next((n for n in ("eacrn", "cran", "csnln", "rcan", "edsr") if pretrained_path(n, 2) is None), None)
+# a registry model with parameters and no weights shipped at x2
+NO_WEIGHTS = next((n for n in sisr.list_models() if has_parameters(n) and pretrained_path(n, 2) is None), None)
 
 
 @pytest.fixture

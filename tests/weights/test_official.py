@@ -70,8 +70,12 @@ def test_official_containers_are_unwrapped(container, fixtures_root, tmp_path):
 
 # ----------------------------------------------------------------------------- detection of full-size layouts
 
-FULL = [(name, scale) for name in ("edsr-baseline", "edsr", "rcan", "csnln", "defian-s", "defian-l")
-        for scale in get_info(name).scales]
+OFFICIAL = [name for name in sisr.list_models() if get_info(name).official is not None]  # the registry says which
+FULL = [(name, scale) for name in OFFICIAL for scale in get_info(name).scales]
+
+
+def test_the_registry_declares_the_official_formats_of_the_released_checkpoints():
+    assert set(OFFICIAL) >= {"edsr-baseline", "edsr", "rcan", "csnln", "defian-s", "defian-l"}
 
 
 @pytest.mark.parametrize("name,scale", FULL)
