@@ -8,6 +8,10 @@ A paper's table in one call: weights for several scales (``--weights 2=a.safeten
 ``--self-ensemble both`` score every scale plain and "+" and write the papers' layout (rows: method and scale;
 columns: datasets) as ``table.md``/``table.csv``/``table.tex`` beside ``results.json`` and ``env.json``, each
 run's own files in ``x<s>[-plus]/``.
+
+Under ``torchrun --nproc_per_node N sisr eval ...`` the N processes share the images (each scores every N-th,
+on its own GPU for ``--device cuda``), gather the scores, and rank 0 alone writes and prints the results:
+identical to one process's.
 """
 
 from __future__ import annotations
@@ -53,13 +57,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    rank, world, created = _join_launch(args)
+    try:
+        per_scale = _weights_by_scale(args.weights)
+        if per_scale is not None or args.self_ensemble == "both":
+            return _paper_table(args, per_scale, rank, world)
+        return _one_run(args, rank, world)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _join_launch(args: argparse.Namespace) -> tuple[int, int, bool]:
+    """Under ``torchrun``: join the process group; a bare ``cuda`` device becomes this rank's GPU."""
+    import torch
+
+    from ..utils.distributed import init_from_env
+
+    rank, world, local_rank, created = init_from_env(args.device)
+    if world > 1 and args.device in ("cuda", "auto") and torch.cuda.is_available():
+        args.device = f"cuda:{local_rank % torch.cuda.device_count()}"
+    return rank, world, created
+
+
+def _not_writing(rank: int, world: int, what: str) -> int:
+    print(f"sisr eval: rank {rank} of {world}: scored its share of {what}; rank 0 writes the results")
+    return 0
+
+
+def _one_run(args: argparse.Namespace, rank: int, world: int) -> int:
     from ..evaluation.protocol import RESULT_FILES, evaluate, save_results
     from ..utils.fs import check_outputs
     from .arguments import check_output_dir, run_options
 
-    per_scale = _weights_by_scale(args.weights)
-    if per_scale is not None or args.self_ensemble == "both":
-        return _paper_table(args, per_scale)
     args.weights = args.weights[0] if args.weights else None
     args.self_ensemble = args.self_ensemble == "yes"
     options = run_options(args)
@@ -70,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
         args.model, data_root=args.data_root, datasets=args.datasets, scales=args.scales, weights=args.weights,
         options=options, lr_source=args.lr_source, degradation=args.degradation, border=args.border,
         check_border=not args.no_border_check, gray_images=args.gray_images, shave=args.shave, device=args.device,
+        distributed=world > 1, progress=rank == 0,
     )
+    if rank:
+        return _not_writing(rank, world, "the images")
     results.protocol["command"] = command_line("eval", args)
     out_dir = save_results(results, args.output, overwrite=args.overwrite)
     print(results.table())
@@ -95,7 +130,7 @@ def _weights_by_scale(items: list[str] | None) -> dict[int, str] | None:
     return out
 
 
-def _paper_table(args: argparse.Namespace, per_scale: dict[int, str] | None) -> int:
+def _paper_table(args: argparse.Namespace, per_scale: dict[int, str] | None, rank: int, world: int) -> int:
     """Several scales and/or plain and "+" in one call: the papers' layout (evaluation.tables)."""
     from ..errors import ConfigError
     from ..evaluation.tables import TABLE_FILES, evaluate_table, render, write_table
@@ -116,7 +151,10 @@ def _paper_table(args: argparse.Namespace, per_scale: dict[int, str] | None) -> 
     rows = evaluate_table(args.model, per_scale, self_ensemble=plus, data_root=args.data_root,
                           datasets=args.datasets, options=run_options(args), lr_source=args.lr_source,
                           degradation=args.degradation, border=args.border, check_border=not args.no_border_check,
-                          gray_images=args.gray_images, shave=args.shave, device=args.device)
+                          gray_images=args.gray_images, shave=args.shave, device=args.device,
+                          distributed=world > 1, progress=rank == 0)
+    if rank:
+        return _not_writing(rank, world, "every run of the table")
     folder = write_table(rows, out, args.datasets, command=command_line("eval", args), overwrite=args.overwrite)
     print(render(rows, args.datasets, "md"), end="")
     print(f"results written to {folder}/ ({', '.join(TABLE_FILES)}; each run in x<s>[-plus]/)")

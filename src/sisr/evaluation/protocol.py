@@ -41,6 +41,7 @@ from ..inference.options import RunOptions
 from ..metrics import CONVENTION, psnr, ssim
 from ..models.registry import count_parameters, get_info
 from ..utils.device import device_name, resolve_device
+from ..utils.distributed import gather_objects, rank_and_world
 from ..utils.fs import atomic_write_text, check_outputs, slug
 from ..weights.handle import LoadedModel
 from ..weights.loading import is_model_name, resolve, whole_scale
@@ -181,20 +182,24 @@ class ImageResult:
 
 class ImageEvaluation:
     """What :func:`evaluate_images` returns: iterate it for each :class:`ImageResult` (set by set, scale by
-    scale, images in file order); :meth:`results` then gives the :class:`EvalResults` (running the images
-    not iterated yet)."""
+    scale, images in file order; with ``distributed`` only this rank's share); :meth:`results` then gives the
+    :class:`EvalResults` (running the images not iterated yet; with ``distributed``, every rank's)."""
 
     def __init__(self, networks: dict[int, LoadedModel], sets: list[BenchmarkSet], options: RunOptions,
-                 settings: dict[str, Any], describe: Any):
+                 settings: dict[str, Any], describe: Any, distributed: bool = False):
         self.networks, self.sets, self.options = networks, sets, options
         self.settings = settings  # shave, gray_images, degradation, data_root, device
         self._describe = describe
         self._scores: list[SetScore] = []
         self._gray: dict[str, list[str]] = {}
+        self._done: list[tuple[int, int, ImageScore, bool]] = []  # (set, index, score, gray) of this process
         self._iterator: Iterator[ImageResult] | None = None
+        self.rank, self.world = rank_and_world() if distributed else (0, 1)
+        self._per_rank: list[int] = []
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self.sets)
+        """The images this process scores (all of them, or its share under a process group)."""
+        return len(range(self.rank, sum(len(b) for b in self.sets), self.world))
 
     def __iter__(self) -> Iterator[ImageResult]:
         if self._iterator is None:
@@ -204,12 +209,17 @@ class ImageEvaluation:
     def _images(self) -> Iterator[ImageResult]:
         shave, gray_images = self.settings["shave"], self.settings["gray_images"]
         run_options = None if is_plain(self.options) else self.options
-        for bench in self.sets:
+        position = 0  # of the image in the whole run: with a process group, rank r scores every world-th from r
+        for k, bench in enumerate(self.sets):
             loaded = self.networks[bench.scale]
             crop = bench.scale if shave is None else int(shave)
             scores = SetScore(bench.name, bench.scale, "")
             self._scores.append(scores)
-            for item in bench:
+            for index in range(len(bench)):
+                position += 1
+                if (position - 1) % self.world != self.rank:
+                    continue
+                item = bench[index]
                 start = time.perf_counter()
                 y = _forward(loaded, item.lr, run_options)
                 seconds = time.perf_counter() - start
@@ -225,6 +235,7 @@ class ImageEvaluation:
                 score = ImageScore(item.name, psnr(sr, hr, crop), ssim(sr, hr, crop), psnr(sr, hr, crop, y_only=False),
                                    item.lr_source, item.lr_border, str(item.lr_path) if item.lr_path else None, seconds)
                 scores.images.append(score)
+                self._done.append((k, index, score, item.gray))
                 yield ImageResult(bench.name, bench.scale, item.name, item.lr, sr, hr, score)
             scores.lr = bench.describe_lr(scores.images)
 
@@ -232,7 +243,22 @@ class ImageEvaluation:
         """The scores of every image (running those not iterated yet) with the protocol and the model."""
         for _ in self:
             pass
+        if self.world > 1:
+            self._merge_shares()
         return EvalResults(self._describe(self.networks), self._protocol(), self._scores)
+
+    def _merge_shares(self) -> None:
+        """Every rank's scored images, in file order, into the set scores (on every rank)."""
+        parts = gather_objects(self._done)
+        self._per_rank = [len(part) for part in parts]
+        done = sorted((d for part in parts for d in part), key=lambda d: d[:2])
+        self._gray = {}
+        for k, (bench, scores) in enumerate(zip(self.sets, self._scores)):
+            scores.images = [score for s, _, score, _ in done if s == k]
+            scores.lr = bench.describe_lr(scores.images)
+            for score in (score for s, _, score, gray in done if s == k and gray):
+                self._gray.setdefault(bench.name, []).append(score.name)
+        self._done = []
 
     def _protocol(self) -> dict[str, Any]:
         shave, gray_images = self.settings["shave"], self.settings["gray_images"]
@@ -255,7 +281,7 @@ class ImageEvaluation:
                          "python": platform.python_version()},
             "device": device_name(self.settings["device"]),
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        }
+        } | ({"processes": {"world_size": self.world, "images_per_rank": self._per_rank}} if self.world > 1 else {})
 
 
 def evaluate_images(
@@ -273,6 +299,7 @@ def evaluate_images(
     gray_images: str = "rgb",
     shave: int | None = None,
     device: str | torch.device = "cpu",
+    distributed: bool = False,
     **run_options: Any,
 ) -> ImageEvaluation:
     """The per-image results of :func:`evaluate` as an iterable :class:`ImageEvaluation` (same arguments,
@@ -287,7 +314,7 @@ def evaluate_images(
                          check_border=check_border) for d in dict.fromkeys(datasets) for s in networks]
     settings = {"shave": shave, "gray_images": gray_images, "degradation": degradation, "data_root": data_root,
                 "device": dev}
-    return ImageEvaluation(networks, sets, options, settings, lambda nets: _describe_model(model, nets))
+    return ImageEvaluation(networks, sets, options, settings, lambda nets: _describe_model(model, nets), distributed)
 
 
 def evaluate(
@@ -306,6 +333,7 @@ def evaluate(
     shave: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    distributed: bool = False,
     **run_options: Any,
 ) -> EvalResults:
     """Score ``model`` on each of ``datasets`` x ``scales`` (see the module docstring).
@@ -318,12 +346,14 @@ def evaluate(
     ``model(x)`` on whole images. ``lr_source``/``degradation``/``border``/``check_border`` select and
     check the LR (see ``BenchmarkSet``); ``shave`` defaults to the scale. ``gray_images``: ``"rgb"``
     scores gray test images (Set14 bridge) as their RGB replication, ``"gray"`` as gray images (see
-    ``GRAY_IMAGES``). Per-image outputs: :func:`evaluate_images`.
+    ``GRAY_IMAGES``). ``distributed``: under a process group (a ``torchrun`` launch, see
+    :func:`sisr.utils.distributed.init_from_env`) each rank scores every world-th image and every rank
+    returns the scores of all (identical to one process's). Per-image outputs: :func:`evaluate_images`.
     """
     images = evaluate_images(model, data_root=data_root, datasets=datasets, scales=scales, weights=weights,
                              options=options, lr_source=lr_source, degradation=degradation, border=border,
                              check_border=check_border, gray_images=gray_images, shave=shave, device=device,
-                             **run_options)
+                             distributed=distributed, **run_options)
     bar = tqdm(total=len(images), unit="img", disable=None if progress else True)
     try:
         for image in images:

@@ -52,6 +52,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..errors import ConfigError, SisrError
+from ..utils.distributed import init_from_env
 from ..utils.fs import atomic_write_text
 from ..weights import save_weights
 from .callbacks import Callback, TimeLimit
@@ -232,8 +233,8 @@ class Trainer:
         self.cfg = cfg
         self.paths = RunPaths(run_dir)
         self.shared = prepare_own_share(cfg)  # under torchrun: before the process group, so no rank waits on it
-        self.rank, self.world_size, local_rank, self._own_group = _init_distributed(cfg.train.device,
-                                                                                    cfg.train.dist_timeout_s)
+        self.rank, self.world_size, local_rank, self._own_group = init_from_env(cfg.train.device,
+                                                                                cfg.train.dist_timeout_s)
         self.main = self.rank == 0
         if self._own_group and self.main:
             self.say(f"process group: {dist.get_backend()}, {self.world_size} processes, timeout "
@@ -729,25 +730,6 @@ class _Window:
 
 
 # --------------------------------------------------------------------------- distributed
-
-
-def _init_distributed(device_spec: str, timeout_s: float = 1800.0) -> tuple[int, int, int, bool]:
-    """``(rank, world size, local rank, whether this call created the process group)``; a group it creates has
-    the explicit timeout ``timeout_s`` (NCCL's default is 10 minutes)."""
-    import datetime
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    created = False
-    if world > 1 and not dist.is_initialized():
-        use_nccl = torch.cuda.is_available() and not device_spec.startswith(("cpu", "mps"))
-        dist.init_process_group(backend="nccl" if use_nccl else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
-        created = True
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    return rank, world, local_rank, created
 
 
 def local_share() -> tuple[int, int]:
