@@ -14,7 +14,7 @@ from sisr.cli import main
 from sisr.errors import ConfigError
 from sisr.experiments import ExperimentOptions, get_experiment, list_experiments, run_experiment, write_table
 from sisr.experiments.definitions import parse
-from sisr.experiments.table import agreement, spearman
+from sisr.experiments.table import agreement, spearman, table_rows
 
 EXPERIMENTS = [e.name for e in list_experiments()]
 ABLATIONS = [e.name for e in list_experiments() if e.kind == "ablation"]
@@ -127,3 +127,13 @@ def test_bad_definitions_are_one_line_errors():
         parse({"name": "y", "kind": "ablation", "paper": "p", "model": "edsr", "variants": []}, "x.yaml")
     with pytest.raises(ConfigError, match="unknown experiment"):
         get_experiment("no-such-table")
+
+
+def test_the_header_names_the_set_that_stood_in_for_the_papers_validation_set():
+    def data(measured_on: str) -> dict:
+        score = {"psnr": 29.0, "set": measured_on, "validation": True}
+        return {"kind": "ablation", "datasets": ["DIV2K:801-810"],
+                "rows": [{"label": "a", "params": 1000, "paper": {}, "results": [{"scores": {"DIV2K:801-810": score}}]}]}
+
+    assert table_rows(data("BSD200:190-199"))[0][3] == "DIV2K:801-810 ours (on BSD200:190-199)"
+    assert table_rows(data("DIV2K:801-810"))[0][3] == "DIV2K:801-810 ours"

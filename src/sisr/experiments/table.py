@@ -107,6 +107,14 @@ def _ranks(values: list[float]) -> list[float]:
     return ranks
 
 
+def _stand_in(data: dict[str, Any], dataset: str) -> str:
+    """`` (on X)`` when our figures for ``dataset`` were measured on another set X (a held-out validation slice
+    standing in for the paper's validation set), else nothing."""
+    sets = sorted({r["scores"][dataset]["set"] for row in data["rows"] for r in row["results"]
+                   if r["scores"].get(dataset, {}).get("validation")} - {dataset})
+    return f" (on {', '.join(sets)})" if sets else ""
+
+
 def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
@@ -117,7 +125,7 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         return _evaluation_rows(data)
     header = ["variant", "params K (ours)", "params K (paper)"]
     for d in data["datasets"]:
-        header += [f"{d} ours", f"{d} spread", f"{d} paper", f"{d} Δ ours", f"{d} Δ paper"]
+        header += [f"{d} ours{_stand_in(data, d)}", f"{d} spread", f"{d} paper", f"{d} Δ ours", f"{d} Δ paper"]
     cells, first = [], data["rows"][0] if data["rows"] else None
     for row in data["rows"]:
         line = [row["label"], _fmt(row["params"] / 1e3 if row["params"] else None, ".1f"),
