@@ -141,6 +141,8 @@ def harvest(args) -> int:
                 "milestones": config["schedule"]["milestones"], "batch_size": config["train"]["batch_size"],
                 "patch_size": config["data"]["patch_size"], "seconds": steps[-1]["elapsed_s"] if steps else None,
                 "val": rows, "date": date.today().isoformat()}
+    env = json.loads((run / "env.json").read_text()) if (run / "env.json").is_file() else {}
+    training["device"] = f"cpu ({env.get('cpu', 'unknown')}, {env.get('cpu_threads', '?')} thread(s))"
     return package(run / "best.safetensors", training, VAL_SET, rows[0]["psnr"], max(rows, key=lambda r: r["psnr"]),
                    args)
 
@@ -215,6 +217,7 @@ def report(args) -> int:
     columns = TEST_SETS + tuple(f"{s}+" for s in TEST_SETS)  # "+": self-ensemble
     lines = ["| scale | model | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     phase2 = [(r["iteration"] + 807, r["psnr"]) for r in val_rows(args.pretraining)]  # after phase 1's 807
+    heldout: dict[str, list] = {}
     curves = {"x2 (handed-over run)": [(r["iteration"], r["psnr"]) for r in val_rows(args.pretraining / "phase1")]
               + phase2}
     for scale in (2, 3, 4):
@@ -228,15 +231,24 @@ def report(args) -> int:
         # round 1 starts from the handed-over x2 weights (stopped at 2,417); round 2 from round 1's shipped file,
         # which had 1,400 fine-tuning iterations (x3, x4) after those (docs/results.md, history)
         round2 = "pretrained" in str(training.get("init") or "")
-        label = (f"x{scale} (continued)" if scale == 2 else f"x{scale} (fine-tuned from x2)") + ", round 2" * round2
-        curves[label] = [(2417 + 1400 * round2 + v["iteration"], v["psnr"]) for v in training["val"]]
+        if meta.get("selection", {}).get("test_sets_used_for_selection") is False:  # its curve is held-out data
+            heldout[f"x{scale} ({training['run']})"] = [(v["iteration"], v["psnr"]) for v in training["val"]]
+        else:
+            label = (f"x{scale} (continued)" if scale == 2 else f"x{scale} (fine-tuned from x2)") + ", round 2" * round2
+            curves[label] = [(2417 + 1400 * round2 + v["iteration"], v["psnr"]) for v in training["val"]]
         print(f"x{scale}: {training['run']}, {training['iterations']} iterations in {training['seconds']:.0f} s on "
-              f"{training['device']}, lr {training['lr']}, milestones {training['milestones']}, init "
+              f"{training.get('device')}, lr {training['lr']}, milestones {training['milestones']}, init "
               f"{training['init']}", file=sys.stderr)
     print("\n".join(lines))
-    chart = line_chart(curves, title="DeFiAN-S on the CPU: each run's own Set5 validation",
-                       xlabel="iteration (counted from the start of the x2 run)", ylabel="Set5 Y PSNR (dB)")
-    print(f"chart: {save_png(chart, args.out / 'defian-s-val.png', overwrite=args.overwrite)}", file=sys.stderr)
+    charts = {"defian-s-val.png": line_chart(
+        curves, title="DeFiAN-S on the CPU: each run's own Set5 validation (files chosen on Set5)",
+        xlabel="iteration (counted from the start of the x2 run)", ylabel="Set5 Y PSNR (dB)")}
+    if heldout:
+        charts["defian-s-heldout.png"] = line_chart(
+            heldout, title=f"DeFiAN-S continued on the CPU: held-out validation ({VAL_SET})",
+            xlabel="iteration of the run (0: the file it continued)", ylabel=f"{VAL_SET} Y PSNR (dB)")
+    for name, chart in charts.items():
+        print(f"chart: {save_png(chart, args.out / name, overwrite=args.overwrite)}", file=sys.stderr)
     return 0
 
 
