@@ -212,7 +212,9 @@ def test_a_linked_sub_folder_is_noted_not_followed(tmp_path, capsys):
     src = write_noise_images(tmp_path / "in", 1, (6, 7, 3))
     write_noise_images(tmp_path / "elsewhere", 1, (6, 7, 3))
     (src / "linked").symlink_to(tmp_path / "elsewhere")
+    (src / ".hidden").mkdir()
+    (src / ".hidden" / "link").symlink_to(tmp_path / "elsewhere")  # skipped with its hidden folder
     assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", "bicubic"]) == 0
     err = capsys.readouterr().err
-    assert "linked: a symbolic link to a folder, not followed" in err
+    assert "linked: a symbolic link to a folder, not followed" in err and ".hidden" not in err
     assert not (tmp_path / "out" / "linked").exists()

@@ -97,15 +97,26 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def find_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Image files under a folder (sorted; hidden files and folders skipped)."""
+    """Image files under a folder (sorted; hidden files and folders skipped; links to folders not followed)."""
+    return scan_folder(root, recursive)[0]
+
+
+def scan_folder(root: str | os.PathLike, recursive: bool = True) -> tuple[list[Path], list[Path]]:
+    """:func:`find_images` and, from the same walk, the symbolic links to folders met (never followed: they may
+    loop or leave the tree), both sorted; hidden files and folders skipped."""
     root = Path(root)
     if not root.is_dir():
         raise ImageError(f"{root}: not a folder")
-    pattern = root.rglob("*") if recursive else root.glob("*")
-    return sorted(
-        p for p in pattern
-        if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    images: list[Path] = []
+    links: list[Path] = []
+    for parent, dirs, files in os.walk(root):  # followlinks=False: a linked folder is listed, not entered
+        here = Path(parent)
+        visible = [d for d in dirs if not d.startswith(".")]
+        links += [here / d for d in visible if (here / d).is_symlink()]
+        dirs[:] = visible if recursive else []
+        images += [here / f for f in files
+                   if not f.startswith(".") and is_image_file(here / f) and (here / f).is_file()]
+    return sorted(images), sorted(links)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -134,10 +134,12 @@ def upscale_files(inputs: Iterable[str | os.PathLike], output: str | os.PathLike
     job = _BatchJob(options or RunOptions(), output_options or OutputOptions(), progress, notify)
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     resolve_device(device)  # an unavailable device is reported before anything else
-    jobs, errors = plan_jobs(inputs, Path(output), job.files.suffix, ext=job.files.ext, has_suffix_option=True)
+    links: list[Path] = []
+    jobs, errors = plan_jobs(inputs, Path(output), job.files.suffix, ext=job.files.ext, has_suffix_option=True,
+                             links=links)
     for message in errors:
         job.fail(None, message)
-    for link in linked_folders(inputs):
+    for link in links:
         job.note(f"{link}: a symbolic link to a folder, not followed (name the folder itself to include it)")
     jobs = shard_jobs(jobs, shard if shard is not None else launcher_shard())
     if not jobs:
@@ -387,7 +389,7 @@ def check_suffix(suffix: str) -> str:
 
 
 def plan_jobs(inputs: Iterable[str | os.PathLike], output: Path, suffix: str = "", *, ext: str = "png",
-              has_suffix_option: bool = False) -> tuple[list[Job], list[str]]:
+              has_suffix_option: bool = False, links: list[Path] | None = None) -> tuple[list[Job], list[str]]:
     """``Job(source, output)`` pairs for the inputs, and one-line errors for inputs that cannot be used.
 
     One input file and an output with an image extension (``OUTPUT_FORMATS``) that is not an existing
@@ -395,7 +397,11 @@ def plan_jobs(inputs: Iterable[str | os.PathLike], output: Path, suffix: str = "
     names there take ``ext`` (``same``: the input's, PNG for formats that cannot be written). An output
     named like an image file is never turned into a folder. Files under the output folder are not
     inputs (an output folder inside an input folder). ``has_suffix_option``: hints may suggest ``--suffix``.
+    ``links``: the symbolic links to folders met in the input folders are appended to it (never followed).
     """
+    from ..data.io import scan_folder
+
+    links = [] if links is None else links
     inputs = [Path(i) for i in inputs]
     output = Path(output)
     single_file = _check_output(inputs, output, suffix, ext)
@@ -404,7 +410,9 @@ def plan_jobs(inputs: Iterable[str | os.PathLike], output: Path, suffix: str = "
     out_folder = None if single_file else output.resolve()
     for item in inputs:
         if item.is_dir():
-            found = [p for p in _find_images(item) if out_folder not in p.resolve().parents]
+            images, linked = scan_folder(item)
+            found = [p for p in images if out_folder not in p.resolve().parents]
+            links += linked
             if not found:
                 errors.append(f"{item}: no image files in this folder")
             for src in found:
@@ -415,23 +423,6 @@ def plan_jobs(inputs: Iterable[str | os.PathLike], output: Path, suffix: str = "
         else:
             errors.append(f"{item}: no such file or folder")
     return _unique(jobs, errors, ext, has_suffix_option), errors
-
-
-def linked_folders(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Symbolic links to folders inside the input folders (never followed: they may loop or leave the tree)."""
-    found = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            for parent, dirs, _ in os.walk(item):
-                found += [Path(parent) / d for d in sorted(dirs) if (Path(parent) / d).is_symlink()
-                          and not d.startswith(".")]
-    return found
-
-
-def _find_images(folder: Path) -> list[Path]:
-    from ..data.io import find_images
-
-    return find_images(folder)
 
 
 def _check_output(inputs: list[Path], output: Path, suffix: str, ext: str) -> bool:

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 __all__ = ["init_from_env", "rank_and_world", "gather_objects"]
 
-_OBJECT_GROUP: dict[str, Any] = {}  # the gloo group for object gathers under NCCL, made once per process group
+_OBJECT_GROUP: dict[str, Any] = {}  # "gloo": (default group, its gloo side group for object gathers under NCCL)
 
 
 def init_from_env(device_spec: str, timeout_s: float = 1800.0) -> tuple[int, int, int, bool]:
@@ -41,7 +41,10 @@ def gather_objects(obj: Any) -> list[Any]:
         return [obj]
     group = None
     if dist.get_backend() != "gloo":  # NCCL gathers objects only through CUDA tensors: use a CPU group
-        group = _OBJECT_GROUP.get("gloo") or _OBJECT_GROUP.setdefault("gloo", dist.new_group(backend="gloo"))
+        world, cached = dist.group.WORLD, _OBJECT_GROUP.get("gloo")
+        if cached is None or cached[0] is not world:  # made for this default group (not one destroyed since)
+            cached = _OBJECT_GROUP["gloo"] = (world, dist.new_group(backend="gloo"))
+        group = cached[1]
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj, group=group)
     return out
