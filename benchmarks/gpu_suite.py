@@ -1,9 +1,10 @@
 """Every GPU figure of the performance work in one command that fits a short device lease.
 
 Sections (docs/benchmarks.md), each in its own try/except (a failing one is recorded with its one-line error),
-results rewritten after every section: ``peak`` (roofline.peak_rates), ``csnln`` (csnln.compare_paths), ``profile``
-(sisr.evaluation.profile), ``inference`` (inference.measure_model), ``train`` (train_throughput.measure and
-loss_check) and ``loader`` (data_loader.loader_rates against what each model's fastest correct setting consumes).
+results rewritten after every section: ``peak`` (roofline.peak_rates), ``csnln`` (csnln.compare_paths), ``table7``
+(the cran-table7 experiment: CRAN's Table 7), ``inference`` (inference.measure_model), ``train``
+(train_throughput.measure and loss_check) and ``loader`` (data_loader.loader_rates against what each model's fastest
+correct setting consumes).
 ``--budget-s`` scales the repeats and is shared out between the sections; ``--dry-run`` is the same code on the CPU
 with tiny models and sizes (a test runs it).
 
@@ -36,26 +37,24 @@ from sisr.evaluation import roofline
 from sisr.data.prepare import available_cpus
 from sisr.data.training import IterationSampler, PatchDataset
 from sisr.errors import ConfigError, SisrError
-from sisr.evaluation.profile import count_model_flops, measure
+from sisr.experiments import ExperimentOptions, run_experiment
+from sisr.experiments.table import collect, render
 from sisr.models import count_parameters, create_model, get_info, has_parameters, list_models
 from sisr.training.config import load_config
 from sisr.utils.device import device_name, resolve_device
 from sisr.utils.environment import environment
 from sisr.utils.fs import atomic_write_text, check_outputs
 
-SECTIONS = ("peak", "csnln", "profile", "inference", "train", "loader")
-SHARES = {"peak": 0.03, "csnln": 0.12, "profile": 0.2, "inference": 0.3, "train": 0.3, "loader": 0.05}
+SECTIONS = ("peak", "csnln", "table7", "inference", "train", "loader")
+SHARES = {"peak": 0.03, "csnln": 0.12, "table7": 0.2, "inference": 0.3, "train": 0.3, "loader": 0.05}
 BUDGET_S = 400.0  # the budget the base repeats are set for
 SCALE = 2
-GPU = dict(peak_n=8192, peak_reps=10, copy_mib=512, csnln_size=160, profile_hw=(160, 160), out_hw=(720, 1280),
+GPU = dict(peak_n=8192, peak_reps=10, copy_mib=512, csnln_size=160, out_hw=(720, 1280),
            infer_csnln=160, tiny=False, train_batch=None, train_patch=None, loss_iterations=300, loss_log_every=50,
            loader_images=8, loader_size=(2040, 1356), loader_batches=40, loader_workers=(1, 2, 4, 8, 16))
-DRY = dict(peak_n=128, peak_reps=2, copy_mib=4, csnln_size=12, profile_hw=(16, 16), out_hw=(32, 32),
+DRY = dict(peak_n=128, peak_reps=2, copy_mib=4, csnln_size=12, out_hw=(32, 32),
            infer_csnln=8, tiny=True, train_batch=2, train_patch=12, loss_iterations=4, loss_log_every=2,
            loader_images=2, loader_size=(96, 64), loader_batches=4, loader_workers=(1,))
-# CRAN paper Table 7 (x2, 3x160x160 input; "FLOPs" are multiply-accumulates by our count, see docs/benchmarks.md)
-TABLE7 = {"edsr": (40.73, 1042.74, 1089, 0.37), "rcan": (15.44, 391.86, 661, 0.85),
-          "csnln": (3.06, 2245.98, 8099, 7.14), "cran": (14.94, 372.99, 669, 0.96)}
 
 
 class Context:
@@ -94,23 +93,13 @@ def section_csnln(ctx: Context) -> dict:
     return csnln.compare_paths(ctx.device, ctx.p["csnln_size"], ctx.runs(3), ctx.peaks(), ctx.hparams("csnln"))
 
 
-def section_profile(ctx: Context) -> dict:
-    """``sisr.evaluation.profile``'s count and measurement per model (``profile()`` itself would also count the
-    1280x720 Mult-Adds, half a minute for CSNLN on meta, not needed here)."""
-    rows, skipped, hw = [], [], ctx.p["profile_hw"]
-    for name in ctx.models(trainable=True):
-        if ctx.over():
-            skipped.append(name)
-            continue
-        hp = ctx.hparams(name)
-        counted = count_model_flops(name, SCALE, hw, hparams=hp)
-        measured = measure({"model": name, "scale": SCALE, "hparams": hp, "input_hw": list(hw),
-                            "device": str(ctx.device), "warmup": 2, "runs": ctx.runs(10), "seed": 0, "threads": None})
-        rows.append({"model": name, "hparams": hp, **{k: counted[k] for k in ("parameters", "flops", "macs")},
-                     **measured})
-        free(ctx.device)
-    return {"input_hw": list(hw), "scale": SCALE, "rows": rows, "skipped_budget": skipped,
-            "table7": {k: dict(zip(("params_m", "flops_g", "memory_mb", "time_s"), v)) for k, v in TABLE7.items()}}
+def section_table7(ctx: Context) -> dict:
+    """CRAN's Table 7 (parameters, FLOPs, memory, time at x2 on 3x160x160) as ``sisr experiment run cran-table7``;
+    the experiment's folder is kept under --out (resumable: a rerun measures only the rows not yet written)."""
+    out = ctx.args.out / "cran-table7"
+    run_experiment("cran-table7", out, ExperimentOptions(device=str(ctx.device), tiny=ctx.p["tiny"]),
+                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+    return collect(out)
 
 
 def section_inference(ctx: Context) -> dict:
@@ -266,14 +255,6 @@ def md_peak(r: dict) -> list[str]:
         f"{fmt(r['copy_bytes_per_s'], '{:.0f}', 1e-9)} GB/s (read + written)."]
 
 
-def md_profile(r: dict) -> list[str]:
-    rows = [[x["model"], fmt(x["parameters"], "{:.2f}", 1e-6), fmt(x["macs"], "{:.2f}", 1e-9),
-             fmt(x["peak_memory_bytes"], "{:.0f}", 1 / common.MIB), fmt(x["runtime_s"], "{:.4f}"),
-             " / ".join(f"{v:,}" for v in TABLE7[x["model"]]) if x["model"] in TABLE7 else "n/a"] for x in r["rows"]]
-    return md_table(["model", "params (M)", "MACs (G)", "peak MiB", "time s", "Table 7: params M / FLOPs G / MB / s"],
-                    rows) + skipped_line(r)
-
-
 def md_inference(r: dict) -> list[str]:
     chosen = [f"* {x['model']}: {c['label']} {fmt(c['speedup'])}x eager, max diff "
               f"{fmt(c['max_abs_diff_255'], '{:.3f}')}/255 (>= 2x within 2/255: {x.get('target_met')}); eager at "
@@ -316,10 +297,10 @@ def skipped_line(r: dict) -> list[str]:
     return ["", f"Not reached within the budget: {', '.join(r['skipped_budget'])}."] if r["skipped_budget"] else []
 
 
-RUNNERS = {"peak": section_peak, "csnln": section_csnln, "profile": section_profile, "inference": section_inference,
+RUNNERS = {"peak": section_peak, "csnln": section_csnln, "table7": section_table7, "inference": section_inference,
            "train": section_train, "loader": section_loader}
-MARKDOWN = {"peak": md_peak, "csnln": csnln.comparison_lines, "profile": md_profile, "inference": md_inference,
-            "train": md_train, "loader": md_loader}
+MARKDOWN = {"peak": md_peak, "csnln": csnln.comparison_lines, "table7": lambda r: [render(r)],
+            "inference": md_inference, "train": md_train, "loader": md_loader}
 
 
 def markdown(results: dict) -> str:
@@ -343,7 +324,7 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, required=True, help="folder for results.json and results.md")
     p.add_argument("--budget-s", type=float, help=f"seconds for the whole run (default {BUDGET_S:.0f}; dry run 60)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    p.add_argument("--models", nargs="+", choices=list_models(), help="models of profile/inference/train (default all)")
+    p.add_argument("--models", nargs="+", choices=list_models(), help="models of inference/train (default all)")
     p.add_argument("--compile-models", nargs="*", help="inference also under torch.compile "
                    "(default: defian-s edsr-baseline; dry run: edsr-baseline)")
     p.add_argument("--loss-models", nargs="*", help="fixed-seed loss comparison (default defian-s edsr-baseline)")

@@ -14,7 +14,7 @@ from sisr.cli import main
 from sisr.errors import ConfigError
 from sisr.experiments import ExperimentOptions, get_experiment, list_experiments, run_experiment, write_table
 from sisr.experiments.definitions import parse
-from sisr.experiments.table import agreement, spearman, table_rows
+from sisr.experiments.table import agreement, collect, spearman, table_rows
 
 EXPERIMENTS = [e.name for e in list_experiments()]
 ABLATIONS = [e.name for e in list_experiments() if e.kind == "ablation"]
@@ -137,3 +137,35 @@ def test_the_header_names_the_set_that_stood_in_for_the_papers_validation_set():
 
     assert table_rows(data("BSD200:190-199"))[0][3] == "DIV2K:801-810 ours (on BSD200:190-199)"
     assert table_rows(data("DIV2K:801-810"))[0][3] == "DIV2K:801-810 ours"
+
+
+def test_a_complexity_table_counts_the_papers_networks_and_resumes(tmp_path):
+    """DeFiAN Tables I-II: DeFiAN's networks at full size reproduce the printed #Params to the print's 0.1 K and
+    its #FLOPs (Multi-Adds, 480x360 output) within 1 %; a rerun keeps the rows already written."""
+    out, lines = tmp_path / "out", []
+    run_experiment("defian-complexity", out, ExperimentOptions(device="cpu"), progress=lines.append)
+    rows = {(r["label"], r["scale"]): r for r in collect(out)["rows"]}
+    for (label, scale), r in rows.items():
+        assert r["ours"]["lr_hw"] == [round(360 / scale), round(480 / scale)]
+        if label.startswith("DeFiAN"):
+            assert abs(r["ours"]["parameters"] / 1e3 - r["paper"]["params_k"]) <= 0.05, (label, scale)
+            assert abs(r["ours"]["macs"] / 1e9 / r["paper"]["flops_g"] - 1) < 0.01, (label, scale)
+    assert len(rows) == 12 and not any("done" in line for line in lines)
+    stamp = next((out / "complexity").glob("*.json")).stat().st_mtime_ns
+    run_experiment("defian-complexity", out, ExperimentOptions(device="cpu"), progress=(again := []).append)
+    assert all(line.endswith(": done") for line in again) and len(again) == 12
+    assert next((out / "complexity").glob("*.json")).stat().st_mtime_ns == stamp
+
+
+def test_bad_complexity_definitions_are_one_line_errors():
+    base = {"name": "x", "kind": "complexity", "paper": "p", "scales": [2],
+            "rows": [{"label": "a", "model": "edsr-baseline", "paper": {2: {"params_k": 1.0}}}]}
+    with pytest.raises(ConfigError, match="columns among"):
+        parse({**base, "input": {"lr": [8, 8]}, "columns": ["params_k", "watts"]}, "x.yaml")
+    with pytest.raises(ConfigError, match="input must be"):
+        parse({**base, "input": {"middle": [8, 8]}, "columns": ["params_k"]}, "x.yaml")
+    with pytest.raises(ConfigError, match="x.yaml"):
+        parse({**base, "input": {"lr": [8, 8]}, "columns": ["params_k"], "rows": [
+            {"label": "a", "model": "edsr-baseline", "hparams": {"no_such": 1}}]}, "x.yaml")
+    exp = parse({**base, "input": {"hr": [360, 480]}, "columns": ["params_k"]}, "x.yaml")
+    assert exp.lr_hw(3) == (120, 160) and exp.summary()["input"] == {"hr": [360, 480]}

@@ -1,12 +1,14 @@
 """The papers' tables as data: one YAML file per table in ``sisr/experiments/tables/``.
 
-Two kinds (docs/experiments.md has the full schema):
+Three kinds (docs/experiments.md has the full schema):
 
 * ``ablation``: variants of a registry model, each trained with the table's protocol (a training
   recipe plus overrides) and scored on the table's datasets; every variant carries the paper's
   figures for its cell.
 * ``evaluation``: a main results table (datasets x scales, PSNR/SSIM, plain and "+" rows) that
   scores given weights files.
+* ``complexity``: a complexity table (parameters, FLOPs, memory, time per model and scale on one
+  input size): counted on the meta device, memory and time measured on the run's device.
 
 A variant is ``sisr.create_model(variant.model, scale=experiment.scale, **variant.hparams)``:
 the experiment's base hyper-parameters merged with the variant's own.
@@ -24,7 +26,10 @@ import yaml
 from ..errors import ConfigError, ModelError
 from ..models.registry import get_info
 
-KINDS = ("ablation", "evaluation")
+KINDS = ("ablation", "evaluation", "complexity")
+# a complexity table's columns, in the paper's units: name -> (what is measured, divisor)
+COMPLEXITY_COLUMNS = {"params_k": ("parameters", 1e3), "params_m": ("parameters", 1e6), "flops_g": ("flops", 1e9),
+                      "memory_mb": ("peak_memory_bytes", 2**20), "time_s": ("runtime_s", 1.0)}
 PAPERS = ("eacrn", "csnln", "cran", "defian", "sisr")
 
 
@@ -53,12 +58,14 @@ def _is_size(key: str) -> bool:
 
 @dataclass(frozen=True)
 class EvalRow:
-    """One method row of a main results table."""
+    """One method row of a main results table (paper: scale -> dataset -> (PSNR, SSIM)) or of a complexity
+    table (paper: scale -> column -> value; hparams: how the row's network is built)."""
 
     label: str
     model: str
     self_ensemble: bool = False
-    paper: Mapping[int, Mapping[str, tuple[float, float]]] = field(default_factory=dict)
+    paper: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    hparams: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,17 @@ class Experiment:
     scales: tuple[int, ...] = ()
     degradation: str = "BI"
     rows: tuple[EvalRow, ...] = ()
+    # complexity tables: the input (LR size, or the HR size each scale's LR is derived from), the columns
+    # and what the paper calls FLOPs ("macs": multiply-accumulates by our count, or "flops")
+    input_side: str = "lr"
+    input_hw: tuple[int, ...] = ()
+    columns: tuple[str, ...] = ()
+    flops_are: str = "macs"
 
+    def lr_hw(self, scale: int) -> tuple[int, int]:
+        """A complexity table's LR input at ``scale`` (an HR size divided, rounded to nearest)."""
+        h, w = self.input_hw
+        return (h, w) if self.input_side == "lr" else (round(h / scale), round(w / scale))
     def variant(self, label: str) -> Variant:
         for v in self.variants:
             if v.label == label:
@@ -96,10 +113,17 @@ class Experiment:
         if self.kind == "ablation":
             out["variants"] = [{"label": v.label, "model": v.model, "scale": self.scale,
                                 "hparams": dict(v.hparams), "paper": _plain(v.paper)} for v in self.variants]
+            return out
+        evaluation = self.kind == "evaluation"
+        out.update(scales=list(self.scales), rows=[
+            {"label": r.label, "model": r.model, "paper": _plain(r.paper),
+             **({"self_ensemble": r.self_ensemble} if evaluation else {"hparams": dict(r.hparams)})}
+            for r in self.rows])
+        if evaluation:
+            out.update(datasets=list(self.datasets), degradation=self.degradation)
         else:
-            out.update(scales=list(self.scales), datasets=list(self.datasets), degradation=self.degradation,
-                       rows=[{"label": r.label, "model": r.model, "self_ensemble": r.self_ensemble,
-                              "paper": _plain(r.paper)} for r in self.rows])
+            out.update(input={self.input_side: list(self.input_hw)}, columns=list(self.columns),
+                       flops_are=self.flops_are)
         return out
 
 
@@ -168,6 +192,8 @@ def _parse(d: Mapping[str, Any], source: str) -> Experiment:
             get_info(r.model)
         return Experiment(**common, scales=tuple(int(s) for s in d["scales"]),
                           degradation=str(d.get("degradation", "BI")), rows=rows)
+    if kind == "complexity":
+        return _parse_complexity(d, common, source)
     model, base = str(d["model"]), dict(d.get("hparams") or {})
     variants = tuple(Variant(label=str(v["label"]), model=str(v.get("model", model)),
                              hparams={**(base if "model" not in v else {}), **(v.get("hparams") or {})},
@@ -180,3 +206,24 @@ def _parse(d: Mapping[str, Any], source: str) -> Experiment:
         get_info(v.model).hparams(scale, **v.hparams)  # unknown hyper-parameters / scales fail here
     return Experiment(**common, scale=scale, model=model, hparams=base, recipe=str(d.get("recipe") or model),
                       train=dict(d.get("train") or {}), variants=variants)
+
+
+def _parse_complexity(d: Mapping[str, Any], common: dict[str, Any], source: str) -> Experiment:
+    (side, hw), = dict(d["input"]).items()  # exactly one of lr: [H, W] / hr: [H, W]
+    columns = tuple(d["columns"])
+    unknown = [c for c in columns if c not in COMPLEXITY_COLUMNS]
+    if side not in ("lr", "hr") or len(hw) != 2 or unknown:
+        raise ConfigError(f"{source}: input must be lr: [H, W] or hr: [H, W]; columns among "
+                          f"{', '.join(COMPLEXITY_COLUMNS)} (not {', '.join(unknown) or side})")
+    flops_are = str(d.get("flops_are", "macs"))
+    if flops_are not in ("macs", "flops"):
+        raise ConfigError(f"{source}: flops_are must be macs or flops, not {flops_are!r}")
+    scales = tuple(int(s) for s in d["scales"])
+    rows = tuple(EvalRow(label=str(r["label"]), model=str(r["model"]), hparams=dict(r.get("hparams") or {}),
+                         paper={int(s): {k: float(v) for k, v in cols.items()}
+                                for s, cols in (r.get("paper") or {}).items()}) for r in d["rows"])
+    for r in rows:
+        for scale in scales:
+            get_info(r.model).hparams(scale, **r.hparams)  # unknown hyper-parameters / scales fail here
+    return Experiment(**common, scales=scales, rows=rows, input_side=side, input_hw=tuple(int(v) for v in hw),
+                      columns=columns, flops_are=flops_are)

@@ -5,6 +5,7 @@ Layout of an output folder ``DIR``::
     DIR/experiment.json              the definition and the options of this folder (checked on rerun)
     DIR/runs/<variant>-s<seed>/      a sisr train run folder (resumable) + result.json once scored
     DIR/eval/result.json             evaluation tables: the scores of every row and scale
+    DIR/complexity/<row>-x<s>.json   complexity tables: one row at one scale, counted and measured
 
 Resumable: killed anywhere and run again with the same options, finished variants (``result.json``
 present) are skipped, an interrupted one resumes from its last checkpoint, and a trained but unscored
@@ -24,13 +25,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..data.benchmark import list_sets
+from ..evaluation.profile import count_model_flops, measure, measure_isolated
 from ..evaluation.protocol import evaluate
-from ..models import count_parameters, create_model
+from ..models import count_parameters, create_model, get_info
 from ..training.config import load_config
 from ..training.trainer import train
+from ..utils.device import device_name, resolve_device
 from ..utils.fs import atomic_write_text, slug
-from .definitions import Experiment, Variant, get_experiment
+from .definitions import EvalRow, Experiment, Variant, get_experiment
 
+TINY_INPUT = (16, 16)  # complexity tables with --tiny: tiny networks on a 16x16 LR input
 TINY_TRAIN = {"train.batch_size": 2, "data.patch_size": 16, "train.compile": False, "train.channels_last": False,
               "data.workers": 0, "log.every": 1, "log.plots": False}
 
@@ -60,8 +64,8 @@ def run_experiment(name: str | Experiment, out: str | os.PathLike, options: Expe
     exp = name if isinstance(name, Experiment) else get_experiment(name)
     out = Path(out)
     _claim_folder(out, exp, options)
-    if exp.kind == "evaluation":
-        _run_evaluation(exp, out, options, progress)
+    if exp.kind in RUNNERS:
+        RUNNERS[exp.kind](exp, out, options, progress)
         return out
     jobs = [(v, seed) for v in exp.variants for seed in range(1, options.seeds + 1)]
     for n, (variant, seed) in enumerate(jobs, 1):
@@ -226,6 +230,36 @@ def _score_row(exp: Experiment, row, scale: int, source: tuple[str, str | None],
             continue
         scores[dataset] = {"psnr": res.sets[0].psnr_y, "ssim": res.sets[0].ssim_y}
     return scores, unscored
+
+
+def complexity_path(out: Path, exp: Experiment, row: EvalRow, scale: int) -> Path:
+    return out / "complexity" / f"{exp.rows.index(row) + 1:02d}-{slug(row.label)}-x{scale}.json"
+
+
+def _run_complexity(exp: Experiment, out: Path, options: ExperimentOptions, progress: Callable[[str], None]) -> None:
+    """Count every row x scale on the meta device; measure memory and time (in a fresh process per row, on the
+    options' device) when the table has those columns. A row already written is kept (resumable); tiny: the
+    tiny networks on a 16x16 input."""
+    timed = bool({"memory_mb", "time_s"} & set(exp.columns))
+    for row in exp.rows:
+        hparams = {**(dict(get_info(row.model).tiny) if options.tiny else {}), **row.hparams, **options.hparams}
+        for scale in exp.scales:
+            path, hw = complexity_path(out, exp, row, scale), TINY_INPUT if options.tiny else exp.lr_hw(scale)
+            if path.is_file():
+                progress(f"{row.label} x{scale}: done")
+                continue
+            progress(f"{row.label} x{scale}: counting" + (" and measuring" if timed else "") + f" ({hw[0]}x{hw[1]} LR)")
+            result = {"label": row.label, "model": row.model, "scale": scale, "hparams": hparams, "lr_hw": list(hw),
+                      **count_model_flops(row.model, scale, hw, hparams=hparams)}
+            if timed:  # tiny: in this process (seconds, for tests; its memory figure is not one to report)
+                result.update((measure if options.tiny else measure_isolated)({"model": row.model, "scale": scale, "hparams": hparams,
+                                                "input_hw": list(hw), "device": options.device, "warmup": 1,
+                                                "runs": 1 if options.tiny else 5, "seed": 0, "threads": None}),
+                              device=device_name(resolve_device(options.device)))
+            atomic_write_text(path, json.dumps(result, indent=2) + "\n", overwrite=True)
+
+
+RUNNERS = {"evaluation": _run_evaluation, "complexity": _run_complexity}
 
 
 def _row_weights(model: str, scale: int, options: ExperimentOptions) -> tuple[str, str | None] | None:

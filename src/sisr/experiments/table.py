@@ -22,8 +22,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..utils.fs import atomic_write_text
 from ..utils.plot import bar_chart, save_png
-from .definitions import get_experiment
-from .runner import run_name
+from .definitions import COMPLEXITY_COLUMNS, get_experiment
+from .runner import complexity_path, run_name
 
 FORMATS = ("md", "csv", "json", "tex")
 
@@ -36,6 +36,12 @@ def collect(folder: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{folder}: not an experiment folder (no experiment.json)")
     meta = json.loads(meta_path.read_text())
     exp = get_experiment(meta["experiment"])
+    if exp.kind == "complexity":
+        rows = [{"label": r.label, "model": r.model, "scale": s, "paper": dict(r.paper.get(s, {})),
+                 "ours": json.loads(p.read_text()) if (p := complexity_path(folder, exp, r, s)).is_file() else None}
+                for r in exp.rows for s in exp.scales]
+        return {"experiment": exp.name, "kind": exp.kind, "title": f"{exp.paper} {exp.table}: {exp.title}",
+                "columns": list(exp.columns), "flops_are": exp.flops_are, "rows": rows}
     if exp.kind == "evaluation":
         path = folder / "eval" / "result.json"
         if not path.is_file():
@@ -121,8 +127,8 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells (strings) of an experiment's table."""
-    if data["kind"] == "evaluation":
-        return _evaluation_rows(data)
+    if data["kind"] in ("evaluation", "complexity"):
+        return (_evaluation_rows if data["kind"] == "evaluation" else _complexity_rows)(data)
     header = ["variant", "params K (ours)", "params K (paper)"]
     for d in data["datasets"]:
         header += [f"{d} ours{_stand_in(data, d)}", f"{d} spread", f"{d} paper", f"{d} Δ ours", f"{d} Δ paper"]
@@ -155,6 +161,39 @@ def _evaluation_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
+COLUMN_NAMES = {"params_k": "params K", "params_m": "params M", "flops_g": "FLOPs G", "memory_mb": "memory MiB",
+                "time_s": "time s"}
+
+
+def _complexity_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Ours beside the paper per column; the paper's FLOPs beside our MACs where it counts multiply-accumulates."""
+    header = ["method", "scale"] + [f"{COLUMN_NAMES[c]} ({who})" for c in data["columns"] for who in ("ours", "paper")]
+    cells = []
+    for row in data["rows"]:
+        line, ours = [row["label"], f"x{row['scale']}"], row["ours"] or {}
+        for c in data["columns"]:
+            key, divisor = COMPLEXITY_COLUMNS[c]
+            key = "macs" if key == "flops" and data["flops_are"] == "macs" else key
+            value = ours.get(key)
+            line += [_fmt(None if value is None else value / divisor, ".3g" if c == "time_s" else ",.2f"),
+                     _fmt(row["paper"].get(c), ",.2f")]
+        cells.append(line)
+    return header, cells
+
+
+def _complexity_notes(data: dict[str, Any]) -> list[str]:
+    measured = sorted({f"{r['ours']['device']} ({r['ours']['memory_method']}; time: median of "
+                       f"{len(r['ours']['runtimes_s'])} forwards)"
+                       for r in data["rows"] if r["ours"] and "device" in r["ours"]})
+    inputs = sorted({f"x{r['scale']}: {r['ours']['lr_hw'][0]}x{r['ours']['lr_hw'][1]}" for r in data["rows"]
+                     if r["ours"]})
+    macs = data["flops_are"] == "macs" and "flops_g" in data["columns"]
+    return [f"* LR input (H x W) {', '.join(inputs)}; parameters and FLOPs counted on the meta device"
+            + (" (the paper's FLOPs beside our multiply-accumulates)" if macs else "")] + \
+        ([f"* memory and time measured on {'; '.join(measured)}"]
+         if measured else []) + [f"* not run yet: {r['label']} x{r['scale']}" for r in data["rows"] if not r["ours"]]
+
+
 def render(data: dict[str, Any], fmt: str = "md") -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"--format: one of {', '.join(FORMATS)}, not '{fmt}'")
@@ -173,6 +212,8 @@ def render(data: dict[str, Any], fmt: str = "md") -> str:
         return "\n".join(lines) + "\n"
     lines = [f"**{data['title']}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c) + " |" for c in cells]
+    if data["kind"] == "complexity":
+        return "\n".join(lines + [""] + _complexity_notes(data)) + "\n"
     if data["kind"] == "evaluation":
         missing = [f"{r['label']} x{r['scale']}: {r['missing']}" for r in data["rows"] if r.get("missing")]
         missing += sorted({f"{d}: not scored ({why})" for r in data["rows"] for d, why in r.get("unscored", {}).items()})
