@@ -1,24 +1,17 @@
-"""CSNLN: the fast (default) attention path against the authors' reference formulation. Method: docs/benchmarks.md.
+"""CSNLN on a GPU: the fast (default) attention path against the authors' reference formulation (``compare_paths``,
+also the ``csnln`` section of gpu_suite.py): --size LR, x2, fp32 of both paths under one TF32 setting, the fast path
+under bf16, allocator peaks, fraction of the matmul peak. Method: docs/benchmarks.md. On the CPU the same comparison
+is ``sisr profile`` (docs/models/csnln.md):
 
-CPU (always): x2, full model, random weights, --size LR: time, CPU time and peak RSS growth of each path, every run
-in a fresh process, the paths alternating; then one untiled --large-size LR image on the default path (vs 8 GiB).
-CUDA (``--device cuda``, in addition; ``compare_paths``, also the ``csnln`` section of gpu_suite.py): --gpu-size LR,
-fp32 of both paths under one TF32 setting, the fast path under bf16, allocator peaks, fraction of the matmul peak.
-
-    python benchmarks/csnln.py                       # CPU table, JSON to benchmarks/results/csnln.json
-    python benchmarks/csnln.py --device cuda [--tf32] [--skip-cpu] --overwrite
+    python benchmarks/csnln.py [--tf32] --overwrite          # JSON to benchmarks/results/csnln.json
+    sisr profile --models csnln:reference,csnln --scale 2 --input 64x64 --runs 3 --device cpu
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import gc
-import json
-import resource
 import statistics
 import sys
-import time
 
 import common  # benchmarks/common.py (makes sisr importable from a checkout)
 import torch
@@ -27,89 +20,15 @@ from common import fmt, md_table, timed, with_peak
 import sisr
 from sisr.evaluation import roofline
 from sisr.evaluation.profile import count_model_flops
-from sisr.utils.device import resolve_device
-from sisr.utils.memory import PeakMemory
+from sisr.utils.device import device_name, resolve_device
 
 SCALE = 2
-GIB = 2**30
 
 
 def model_flops(size: int, hparams: dict | None = None) -> int:
     """FLOPs of one forward (authors' formulation) on a size x size LR input, counted on the meta device."""
     hparams = {**(hparams or {}), "attention": "reference"}
     return count_model_flops("csnln", SCALE, (size, size), hparams=hparams)["flops"]
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def worker(spec: dict) -> dict:
-    """One CPU measurement in this (fresh) process: times, CPU times and peak RSS growth of ``spec['path']``."""
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
-    torch.manual_seed(0)
-    model = sisr.create_model("csnln", scale=SCALE, attention=spec["path"]).eval()
-    x = torch.rand(1, 3, spec["size"], spec["size"], generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        model(torch.rand(1, 3, 8, 8))  # load kernels and libraries before the baseline
-    gc.collect()
-    times, cpu_times = [], []
-    with PeakMemory("cpu", cpu="current") as mem, torch.no_grad():
-        for _ in range(spec["warmup"] + spec["runs"]):
-            start, start_cpu = time.perf_counter(), _cpu_seconds()
-            model(x)
-            times.append(time.perf_counter() - start)
-            cpu_times.append(_cpu_seconds() - start_cpu)
-    timed_s, cpu_s = times[spec["warmup"]:], cpu_times[spec["warmup"]:]
-    return {"path": spec["path"], "size": spec["size"], "times_s": timed_s, "median_s": statistics.median(timed_s),
-            "cpu_times_s": cpu_s, "median_cpu_s": statistics.median(cpu_s), "baseline_rss_bytes": mem.baseline_bytes,
-            "peak_rss_bytes": mem.peak_bytes, "peak_rss_growth_bytes": mem.bytes, "threads": torch.get_num_threads()}
-
-
-def run_worker(spec: dict) -> dict:
-    return common.run_worker(__file__, "--worker", json.dumps(spec))
-
-
-def cpu_section(args) -> dict:
-    flops = model_flops(args.size)
-    measured: dict[str, list[dict]] = {"reference": [], "fast": []}
-    for i in range(args.runs):  # one fresh process per run, the paths alternating (order swapped every round)
-        for path in ("reference", "fast") if i % 2 == 0 else ("fast", "reference"):
-            measured[path].append(run_worker({"path": path, "size": args.size, "runs": 1, "warmup": args.warmup,
-                                              "threads": args.threads}))
-    rows = {}
-    for path, runs in measured.items():
-        times, cpu_times = [r["times_s"][0] for r in runs], [r["cpu_times_s"][0] for r in runs]
-        growth = [r["peak_rss_growth_bytes"] for r in runs]
-        rows[path] = {"times_s": times, "median_s": statistics.median(times), "cpu_times_s": cpu_times,
-                      "median_cpu_s": statistics.median(cpu_times), "peak_rss_growth_runs_bytes": growth,
-                      "peak_rss_growth_bytes": max(growth), "baseline_rss_bytes": runs[0]["baseline_rss_bytes"],
-                      "threads": runs[0]["threads"], "gflops_per_s": flops / statistics.median(times) / 1e9}
-    ref, fast = rows["reference"], rows["fast"]
-    result = {"size": args.size, "scale": SCALE, "model_flops": flops, "paths": rows,
-              "time_ratio_fast_over_reference": fast["median_s"] / ref["median_s"],
-              "memory_ratio_fast_over_reference": fast["peak_rss_growth_bytes"] / max(1, ref["peak_rss_growth_bytes"])}
-    result["target_time_met"] = result["time_ratio_fast_over_reference"] <= 1.0
-    result["target_memory_met"] = result["memory_ratio_fast_over_reference"] <= 0.5
-    print(f"\nCPU, x{SCALE}, {args.size}x{args.size} LR, batch 1, n_feats 128, depth 12, random weights, "
-          f"{ref['threads']} threads; {flops / 1e9:.0f} GFLOPs per forward (authors' formulation)")
-    print("\n".join(md_table(["path", "median s", "runs s", "CPU s", "GFLOP/s", "peak RSS growth MiB"], [
-        [p, f"{r['median_s']:.2f}", ", ".join(f"{t:.2f}" for t in r["times_s"]), f"{r['median_cpu_s']:.2f}",
-         f"{r['gflops_per_s']:.1f}", f"{r['peak_rss_growth_bytes'] / 2**20:.0f}"] for p, r in rows.items()])))
-    print(f"fast / reference: time {result['time_ratio_fast_over_reference']:.3f} (target <= 1: "
-          f"{'met' if result['target_time_met'] else 'NOT met'}), peak memory "
-          f"{result['memory_ratio_fast_over_reference']:.3f} (target <= 0.5: "
-          f"{'met' if result['target_memory_met'] else 'NOT met'})")
-    if args.large_size:
-        large = result["large"] = run_worker({"path": "fast", "size": args.large_size, "runs": 1, "warmup": 0,
-                                              "threads": args.threads})
-        large["fits_8_gib"] = large["peak_rss_bytes"] <= 8 * GIB
-        print(f"untiled {args.large_size}x{args.large_size} LR, default path: {large['median_s']:.1f} s "
-              f"({large['median_cpu_s']:.0f} CPU s), peak RSS {large['peak_rss_bytes'] / GIB:.2f} GiB (process total; "
-              f"growth {large['peak_rss_growth_bytes'] / GIB:.2f} GiB), fits in 8 GiB: {large['fits_8_gib']}")
-    return result
 
 
 def compare_paths(device: torch.device, size: int, runs: int, peaks: dict | None, hparams: dict | None = None) -> dict:
@@ -169,33 +88,20 @@ def comparison_lines(r: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = common.make_parser(__doc__, "csnln.json")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the GPU measurements as well")
-    p.add_argument("--size", type=int, default=64, help="LR size of the CPU comparison (default 64)")
-    p.add_argument("--large-size", type=int, default=256, help="LR size of the untiled CPU run; 0 skips it")
-    p.add_argument("--gpu-size", type=int, default=160, help="LR size of the CUDA comparison (default 160)")
-    p.add_argument("--runs", type=int, default=3, help="timed runs per path (CPU: each in a fresh process)")
-    p.add_argument("--warmup", type=int, default=1, help="CPU: untimed full-size runs before each timed one")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--size", type=int, default=160, help="LR size (default 160)")
+    p.add_argument("--runs", type=int, default=3, help="timed runs per path")
     p.add_argument("--tf32", action="store_true", help="allow TF32 in matmuls and convolutions (both paths)")
-    p.add_argument("--skip-cpu", action="store_true", help="with --device cuda: only the GPU measurements")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return 0
     common.check_json(args.json, args.overwrite)
-    result = {}
-    if not (args.skip_cpu and args.device == "cuda"):
-        result["cpu"] = cpu_section(args)
-    if args.device == "cuda":
-        device = resolve_device("cuda")
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-        peaks = roofline.peak_rates(device, 8192, reps=10, calls=3, copy_mib=64)
-        result["cuda"] = {**compare_paths(device, args.gpu_size, args.runs, peaks), "tf32": args.tf32,
-                          "matmul_peak_flops_per_s": peaks, "device": torch.cuda.get_device_name(device)}
-        print(f"\nCUDA {result['cuda']['device']}, TF32 {'on' if args.tf32 else 'off'}\n")
-        print("\n".join(comparison_lines(result["cuda"])))
-    common.write_json(args.json, result, args.overwrite)
+    device = resolve_device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    peaks = roofline.peak_rates(device, 8192 if device.type == "cuda" else 1024, reps=10, calls=3, copy_mib=64)
+    result = {**compare_paths(device, args.size, args.runs, peaks), "tf32": args.tf32,
+              "matmul_peak_flops_per_s": peaks, "device": device_name(device)}
+    print(f"\n{result['device']}, TF32 {'on' if args.tf32 else 'off'}\n")
+    print("\n".join(comparison_lines(result)))
+    common.write_json(args.json, {"cuda" if device.type == "cuda" else device.type: result}, args.overwrite)
     return 0
 
 

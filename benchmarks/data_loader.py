@@ -1,4 +1,5 @@
-"""Training data loader: samples per CPU-second of the trainer's sampling path against the earlier one, in one run;
+"""Training data loader: samples per CPU-second of the trainer's sampling path (integer patches, converted on the
+training device) against float patches, in one run;
 ``--preparation N``: disk and CPU time of preparing the training cache, extrapolated to DIV2K and Flickr2K.
 Method: docs/benchmarks.md. The loader's wall-clock rate per worker count (``loader_rates``) serves
 benchmarks/train_throughput.py and gpu_suite.py.
@@ -22,21 +23,9 @@ import numpy as np
 import torch
 from common import md_table
 
-from sisr.data.io import image_to_tensor
-from sisr.data.training import IterationSampler, PatchDataset, TrainingPair, _save_entry, augment, make_loader
+from sisr.data.training import IterationSampler, PatchDataset, TrainingPair, _save_entry, make_loader
 
 SCALES = (2, 3, 4)
-
-
-class OldPatchDataset(PatchDataset):
-    """The sampling path before maps were kept open: two ``np.load(mmap_mode="r")`` per sample, float patches."""
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        k, y, x, flips = self.sample(index)
-        pair, p, s = self.pairs[k], self.patch_size, self.scale
-        lr = np.load(pair.lr_npy, mmap_mode="r")[y: y + p, x: x + p]
-        hr = np.load(pair.hr_npy, mmap_mode="r")[s * y: s * (y + p), s * x: s * (x + p)]
-        return image_to_tensor(augment(lr, flips)), image_to_tensor(augment(hr, flips))
 
 
 def synthetic_pairs(cache: Path, images: int, width: int, height: int, scale: int) -> list[TrainingPair]:
@@ -78,12 +67,11 @@ def loader_rates(dataset: PatchDataset, batch: int, batches: int, workers, pin_m
 
 def measure_scale(cache: Path, scale: int, args) -> dict:
     pairs = synthetic_pairs(cache, args.images, args.width, args.height, scale)
-    datasets = {"old": OldPatchDataset(pairs, scale, args.patch, seed=1),
-                "new-float": PatchDataset(pairs, scale, args.patch, seed=1),
-                "new": PatchDataset(pairs, scale, args.patch, seed=1, integer=True)}
+    datasets = {"float": PatchDataset(pairs, scale, args.patch, seed=1),
+                "integer": PatchDataset(pairs, scale, args.patch, seed=1, integer=True)}
     sampler = list(IterationSampler(0, args.rounds * args.batches + 1, args.batch))
     batches = [sampler[i: i + args.batch] for i in range(0, len(sampler), args.batch)]
-    for dataset in datasets.values():  # warm: page cache, maps of the new path, numpy/torch code paths
+    for dataset in datasets.values():  # warm: page cache, maps, numpy/torch code paths
         cpu_seconds_of_batch(dataset, batches[0])
     rates: dict[str, list[float]] = {name: [] for name in datasets}
     for r in range(args.rounds):
@@ -98,8 +86,7 @@ def measure_scale(cache: Path, scale: int, args) -> dict:
         median = statistics.median(rates[name])
         row[name] = {"samples_per_cpu_s": median, "us_per_sample": 1e6 / median, "rounds": rates[name],
                      "workers_for_rate": math.ceil(args.rate / median)}
-    row["speedup"] = row["new"]["samples_per_cpu_s"] / row["old"]["samples_per_cpu_s"]
-    row["speedup_float"] = row["new-float"]["samples_per_cpu_s"] / row["old"]["samples_per_cpu_s"]
+    row["speedup"] = row["integer"]["samples_per_cpu_s"] / row["float"]["samples_per_cpu_s"]
     return row
 
 
@@ -170,12 +157,11 @@ def main(argv=None) -> int:
                       "rounds": args.rounds, "batches_per_round": args.batches, "rate": args.rate, "rows": rows,
                       "min_speedup": min(r["speedup"] for r in rows), "numpy": np.__version__}
             print("\n".join(md_table(
-                ["scale", "LR (HR) patch", "old samples/CPU-s", "new-float", "new (trainer)", "new / old",
-                 "new-float / old", f"workers for {args.rate:g}/s (old -> new)"],
+                ["scale", "LR (HR) patch", "float samples/CPU-s", "integer (trainer)", "integer / float",
+                 f"workers for {args.rate:g}/s (float -> integer)"],
                 [[f"x{r['scale']}", f"{r['lr_patch']} ({r['hr_patch']})"] +
-                 [f"{r[k]['samples_per_cpu_s']:.0f}" for k in ("old", "new-float", "new")] +
-                 [f"{r['speedup']:.2f}x", f"{r['speedup_float']:.2f}x",
-                  f"{r['old']['workers_for_rate']} -> {r['new']['workers_for_rate']}"] for r in rows])))
+                 [f"{r[k]['samples_per_cpu_s']:.0f}" for k in ("float", "integer")] + [f"{r['speedup']:.2f}x",
+                  f"{r['float']['workers_for_rate']} -> {r['integer']['workers_for_rate']}"] for r in rows])))
     finally:
         if args.cache_dir is None:
             shutil.rmtree(cache, ignore_errors=True)

@@ -198,8 +198,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="timed rounds; 0 skips the throughput table")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--data", type=Path, default=common.DATASETS / "T91", help="HR folder (data rows, loss check)")
-    p.add_argument("--data-workers", type=int, nargs="+", default=[0, 2], help="loader processes of the data rows")
+    p.add_argument("--data", type=Path, default=common.DATASETS / "T91", help="HR folder of the loss check")
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/sisr-bench-cache"))
     loss = p.add_argument_group("loss agreement")
     loss.add_argument("--loss-check", action="store_true", help="compare fixed-seed training losses")
@@ -227,34 +226,15 @@ def main(argv=None) -> int:
     models = args.models or [n for n in list_models() if has_parameters(n)]
     rows = throughput_rows(args, models, device)
     losses = [loss_check(name, args, device) for name in models] if args.loss_check else []
-    data = data_rows(args) if args.data.is_dir() and args.repeats > 0 else []
     print("\n".join(table_lines(rows, args.columns) if rows else []))
     print("columns: " + "; ".join(f"{c} = {label(COLUMNS[c])}" for c in args.columns))
     print("\n".join([""] + loss_lines(losses)) if losses else "")
-    for d in data:
-        print(f"data pipeline ({args.data.name}, x{args.scale}, batch {d['batch']}, patch {d['patch']}, "
-              f"{d['workers']} workers): {d['batches_per_s']:.1f} batches/s (first preparation {d['prepare_s']:.1f} s "
-              f"for {d['images']} images)")
     common.write_json(args.json, {"benchmark": "train_throughput", "device": str(device),
                                   "cpu_native_bf16": native_cpu_bf16() if device.type == "cpu" else None,
                                   "warmup": args.warmup, "repeats": args.repeats,
                                   "columns": {c: COLUMNS[c] for c in args.columns}, "rows": rows,
-                                  "loss_check": losses, "data_pipeline": data}, args.overwrite)
+                                  "loss_check": losses}, args.overwrite)
     return 0
-
-
-def data_rows(args) -> list[dict]:
-    """Batches/s of the trainer's loader on ``--data`` (prepared into the cache first), per worker count."""
-    from data_loader import loader_rates  # benchmarks/data_loader.py
-
-    from sisr.data.training import PatchDataset, prepare_pairs
-
-    patch, start = 48 if args.scale <= 2 else 32, time.perf_counter()
-    pairs = prepare_pairs([args.data], args.scale, patch, cache_dir=args.cache_dir, report=False)
-    prepare = time.perf_counter() - start
-    rates = loader_rates(PatchDataset(pairs, args.scale, patch, seed=1), 16, 30, args.data_workers)
-    return [{"images": len(pairs), "prepare_s": prepare, "workers": w, "batch": 16, "patch": patch,
-             "batches_per_s": r / 16} for w, r in rates.items()]
 
 
 def loss_lines(losses: list[dict]) -> list[str]:
