@@ -42,7 +42,7 @@ CONTIGUOUS = torch.contiguous_format
 def variant_options(name: str, variant: str, precision: str, use_compile: bool, any_precision: bool) -> dict:
     """``run()`` options (RunOptions fields) of a variant; ``figure`` when the model does not declare the precision
     (measured only with ``any_precision``, as a plain autocast: run() refuses it)."""
-    declared = get_info(name).precisions
+    declared = get_info(name).capabilities.precisions
     low = precision if precision in declared or any_precision else "fp32"
     opts = {"eager": dict(precision="fp32", channels_last=False, backend="eager"),
             "optimised": dict(precision=low, channels_last=True, backend="compile" if use_compile else "eager"),

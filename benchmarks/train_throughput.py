@@ -82,7 +82,7 @@ def measure(name: str, scale: int, batch: int, patch: int, columns: list[str], d
     steps, out = {}, {}
     for col in columns:
         bf16 = COLUMNS[col]["precision"] == "bf16"
-        if bf16 and "bf16" not in get_info(name).train_precisions:
+        if bf16 and "bf16" not in get_info(name).capabilities.train_precisions:
             out[col] = {"error": "bf16 not supported by the model"}
             continue
         if bf16 and skip_bf16:

@@ -90,8 +90,8 @@ class OfficialFormat:
 
 
 class _Alias:
-    """A former flat field of ModelInfo, read-only: kept so scripts and benchmarks written against the flat
-    names keep working. Reads ``info.<part>.<field>`` (``missing`` when the part is None)."""
+    """A former flat field of ModelInfo, read-only: kept so users' scripts written against the flat names keep
+    working. Reads ``info.<part>.<field>`` (``missing`` when the part is None)."""
 
     def __init__(self, part: str, name: str, missing: Any = None):
         self.part, self.name, self.missing = part, name, missing
@@ -126,7 +126,7 @@ class ModelInfo:
     official: OfficialFormat | None = None  # None: no official checkpoints to read
     notes: str = ""
 
-    # The former flat fields, read-only (aliases kept for benchmarks/ and scripts/; new code reads the parts).
+    # The former flat fields, read-only (aliases kept for users' scripts; sisr's own code reads the parts).
     paper = _Alias("reference", "paper")
     code = _Alias("reference", "code")
     reference_params = _Alias("reference", "params")
