@@ -67,9 +67,10 @@ def test_every_cell_builds_and_trains_a_step(name, one_thread):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_tiny_and_prints_its_table(name, tiny_root, tmp_path, capsys, one_thread):
-    out = tmp_path / "out"
-    args = ["experiment", "run", name, "-o", str(out), "--tiny", "--iterations", "5", "--device", "cpu",
-            "--data-root", str(tiny_root), "--train-sets", "Train", "--val-set", "Val"]
+    out, kind = tmp_path / "out", get_experiment(name).kind
+    args = ["experiment", "run", name, "-o", str(out), "--tiny", "--device", "cpu"]
+    args += {"ablation": ["--iterations", "5", "--data-root", str(tiny_root), "--train-sets", "Train", "--val-set",
+                          "Val"], "evaluation": ["--data-root", str(tiny_root)], "complexity": []}[kind]
     assert main(args) == 0
     assert main(["experiment", "table", str(out)]) == 0
     text = capsys.readouterr().out
@@ -169,3 +170,14 @@ def test_bad_complexity_definitions_are_one_line_errors():
             {"label": "a", "model": "edsr-baseline", "hparams": {"no_such": 1}}]}, "x.yaml")
     exp = parse({**base, "input": {"hr": [360, 480]}, "columns": ["params_k"]}, "x.yaml")
     assert exp.lr_hw(3) == (120, 160) and exp.summary()["input"] == {"hr": [360, 480]}
+
+
+def test_options_a_kind_of_table_does_not_use_are_refused(tmp_path, capsys):
+    """They would be ignored: an exit 0 for something other than what was asked."""
+    assert main(["experiment", "run", "cran-table7", "-o", str(tmp_path / "a"), "--iterations", "5", "--seeds", "2"]) != 0
+    assert "cran-table7 is a complexity table: --iterations, --seeds do not apply" in capsys.readouterr().err
+    assert main(["experiment", "run", "defian-bi", "-o", str(tmp_path / "b"), "--train-sets", "T91"]) != 0
+    assert "--train-sets does not apply" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--weights does not apply"):
+        run_experiment("cran-table1", tmp_path / "c", ExperimentOptions(weights={"2": "x.safetensors"}))
+    assert not any(tmp_path.iterdir())  # refused before a folder is claimed

@@ -63,6 +63,7 @@ def run_experiment(name: str | Experiment, out: str | os.PathLike, options: Expe
     """Train and score every variant of ``name`` into ``out`` (resumable); return ``out``."""
     exp = name if isinstance(name, Experiment) else get_experiment(name)
     out = Path(out)
+    check_options(exp, options)
     _claim_folder(out, exp, options)
     if exp.kind in RUNNERS:
         RUNNERS[exp.kind](exp, out, options, progress)
@@ -79,6 +80,22 @@ def run_experiment(name: str | Experiment, out: str | os.PathLike, options: Expe
         _score_run(exp, variant, seed, run, options, time.perf_counter() - start)
         progress(f"[{n}/{len(jobs)}] {variant.label} seed {seed}: scored")
     return out
+
+
+# the options each kind of table uses (device and tiny: all); the command-line spelling of each
+OPTIONS_USED = {"ablation": {"iterations", "seeds", "data_root", "train_sets", "val_set", "overrides", "hparams"},
+                "evaluation": {"data_root", "weights"}, "complexity": {"hparams"}}
+FLAGS = {"iterations": "--iterations", "seeds": "--seeds", "data_root": "--data-root", "train_sets": "--train-sets",
+         "val_set": "--val-set", "overrides": "--set", "hparams": "--hparams", "weights": "--weights"}
+
+
+def check_options(exp: Experiment, options: ExperimentOptions) -> None:
+    """A one-line ``ConfigError`` for options the experiment's kind does not use (they would be ignored)."""
+    default = ExperimentOptions()
+    unused = [FLAGS[f] for f in FLAGS if f not in OPTIONS_USED[exp.kind] and getattr(options, f) != getattr(default, f)]
+    if unused:
+        raise ConfigError(f"{exp.name} is {'an' if exp.kind[0] in 'ae' else 'a'} {exp.kind} table: "
+                          f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to it")
 
 
 def run_name(exp: Experiment, variant: Variant, seed: int) -> str:
@@ -252,9 +269,9 @@ def _run_complexity(exp: Experiment, out: Path, options: ExperimentOptions, prog
             result = {"label": row.label, "model": row.model, "scale": scale, "hparams": hparams, "lr_hw": list(hw),
                       **count_model_flops(row.model, scale, hw, hparams=hparams)}
             if timed:  # tiny: in this process (seconds, for tests; its memory figure is not one to report)
-                result.update((measure if options.tiny else measure_isolated)({"model": row.model, "scale": scale, "hparams": hparams,
-                                                "input_hw": list(hw), "device": options.device, "warmup": 1,
-                                                "runs": 1 if options.tiny else 5, "seed": 0, "threads": None}),
+                spec = {"model": row.model, "scale": scale, "hparams": hparams, "input_hw": list(hw), "seed": 0,
+                        "device": options.device, "warmup": 1, "runs": 1 if options.tiny else 5, "threads": None}
+                result.update((measure if options.tiny else measure_isolated)(spec),
                               device=device_name(resolve_device(options.device)))
             atomic_write_text(path, json.dumps(result, indent=2) + "\n", overwrite=True)
 
