@@ -15,6 +15,7 @@ from sisr.data.io import write_image
 from sisr.errors import ConfigError, ModelError
 from sisr.evaluation import inspect as ins
 from sisr.models import get_info
+from sisr.models.cran import CRAC
 from sisr.models.csnln import CrossScaleAttention, NonLocalAttention
 from sisr.models.defian import DiEnDec, SingleModule
 from sisr.utils.fs import OutputExistsError
@@ -235,12 +236,14 @@ def test_cli_writes_every_figure_the_network_has(files, tmp_path, capsys, one_th
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--what", "heat"], "--what 'heat': unknown; choose from hessian, attention, endec, correlation or all"),
+    (["--what", "heat"], "--what 'heat': unknown; choose from hessian, attention, endec, correlation, diversity or all"),
     (["--what", "correlation"], "--what correlation: needs a CSNLN model with those modules (it has: hessian, "),
     (["--query", "40"], "--query '40': expected X,Y (pixel column and row of the input image, from 0)"),
     (["--what", "attention", "--query", "1,1"], "--query applies to --what correlation"),
     (["--module", "3", "--what", "endec"], "--module 3: the network has DeFiAMs 1..2"),
     (["--image", "missing.png"], "missing.png: "),
+    (["--images", "."], "give --image FILE (the maps of one image) or --images FOLDER"),
+    (["--what", "diversity"], "--what diversity: needs a CRAN-family model with those modules (it has: "),
 ])
 def test_cli_errors_are_one_line(files, tmp_path, capsys, options, message, monkeypatch):
     img, defian, _ = files
@@ -266,6 +269,47 @@ def test_cli_query_outside_and_existing_outputs(files, tmp_path, capsys, one_thr
     bad.write_bytes(b"not a png")
     assert main(["inspect", "--weights", str(csnln), "--image", str(bad), "-o", str(tmp_path)]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# CRAN
+
+
+def test_mask_distances_are_each_cracs_distance_from_all_ones(one_thread):
+    """Fig. 8: ||F_A - 1|| per image and CRAC, from the mask the layer applies; a mask of ones is at 0."""
+    net = tiny("cran")
+    cracs = [m for m in net.modules() if isinstance(m, CRAC)]
+    xs = [ins.image_batch(image(12, 10, seed)) for seed in range(3)]
+    seen = []
+    undo = capture(cracs, lambda m, inputs, out: seen.append(float((m.mask(inputs[0]) - 1).norm())))
+    for x in xs:
+        with torch.no_grad():
+            net(x)
+    undo()
+    names, distances = ins.mask_distances(net, xs)
+    assert len(names) == len(cracs) and distances.shape == (3, len(cracs))
+    np.testing.assert_allclose(distances.ravel(), seen, rtol=1e-6)
+    assert np.ptp(distances[:, 0]) > 0  # the modulation depends on the input
+    cracs[1].mask = lambda x: torch.ones(x.shape[0], 1, 1, 1, 1)  # W* = W: no modulation
+    assert np.all(ins.mask_distances(net, xs)[1][:, 1] == 0)
+    with pytest.raises(ModelError, match="no CRAC layers"):
+        ins.mask_distances(tiny("defian-s"), xs)
+
+
+def test_cli_diversity_over_a_folder(tmp_path, capsys, one_thread):
+    folder = tmp_path / "set"
+    for seed in range(4):
+        write_image(folder / f"{seed}.png", image(12, 10, seed))
+    cran = save_weights(tiny("cran"), tmp_path / "cran.safetensors", model="cran", scale=2,
+                        hparams=get_info("cran").tiny)
+    out = tmp_path / "figs"
+    assert main(["inspect", "--weights", str(cran), "--images", str(folder), "--limit", "3", "-o", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(out / "set-diversity.png") and Image.open(out / "set-diversity.png").size == (800, 480)
+    assert ", 3 images: mean distance per image" in lines[1]
+    assert main(["inspect", "--weights", str(cran), "--image", str(folder / "0.png"), "-o", str(out)]) == 1
+    assert "CRAN's Fig. 8 is over a set of images; give --images FOLDER" in capsys.readouterr().err
+    assert main(["inspect", "--model", "defian-s", "--images", str(folder), "-o", str(out)]) == 1
+    assert "--images: only --what diversity" in capsys.readouterr().err
 
 
 # Plot helpers

@@ -49,7 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("sisr.cli.report", "HTML report with metrics and zoomed crops"),
     "export": ("sisr.cli.export", "export a model to ONNX"),
     "experiment": ("sisr.cli.experiment", "the papers' ablation and results tables: list, run, table"),
-    "inspect": ("sisr.cli.inspect", "the papers' attention, Hessian and correlation maps of a network"),
+    "inspect": ("sisr.cli.inspect", "the papers' attention, Hessian, correlation and kernel-diversity figures"),
     "serve": ("sisr.cli.serve", "a local web page and HTTP API for upscaling (needs sisr[serve])"),
 }
 

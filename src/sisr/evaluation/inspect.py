@@ -19,6 +19,11 @@ positions of its feature map) and the cross-scale one (the ``CrossScaleAttention
 1/s-scale key patches). Both are intermediates of the modules' forward, so the hooks recompute them from
 the module's input with the module's own layers (tests rebuild each module's output from them).
 
+CRAN (Zhang et al., ICCV 2021), ``diversity`` (Fig. 8, over a set of images): per image and per ``CRAC``, the
+Euclidean distance between its attention mask F_A (``W* = W * F_A``, from ``CRAC.mask`` of the layer's input)
+and the all-ones tensor: how far each input modulates the kernels. Constant distances would mean W* does not
+depend on the input.
+
 >>> net = load_model("defian-s", scale=2)
 >>> maps = defian_maps(net, image_batch(read_image("x.png")))   # arrays: maps.hessian, maps.attention, ...
 >>> figures = render(net, read_image("x.png"), ("hessian", "attention"), label="defian-s x2, x.png")
@@ -31,7 +36,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,14 +46,16 @@ from torch import nn
 
 from ..data.arrays import as_hwc, image_to_tensor, split_alpha
 from ..errors import ConfigError, ModelError
+from ..models.cran import CRAC
 from ..models.csnln import CrossScaleAttention, NonLocalAttention
 from ..models.defian import DAC, MSHF, DiEnDec, SingleModule
 from ..utils.fs import check_outputs
-from ..utils.plot import heatmap, quantize, save_png, tile_grid
+from ..utils.plot import heatmap, line_chart, quantize, save_png, tile_grid
 
 DEFIAN_WHATS = ("hessian", "attention", "endec")
 CSNLN_WHATS = ("correlation",)
-WHATS = DEFIAN_WHATS + CSNLN_WHATS
+CRAN_WHATS = ("diversity",)  # over a set of images (the others: one image)
+WHATS = DEFIAN_WHATS + CSNLN_WHATS + CRAN_WHATS
 ROBUST = 1.0  # heat maps span the 1st..99th percentile of each map
 NOTE = "each map scaled to its own 1st-99th percentile (viridis: dark = low, yellow = high)"
 
@@ -84,7 +91,7 @@ def available(net: nn.Module) -> tuple[str, ...]:
     """The maps ``net`` has modules for (every DeFiAM has a gate, 1 without an attention branch)."""
     kinds = {type(m) for m in net.modules()}
     have = {"hessian": MSHF in kinds, "attention": SingleModule in kinds, "endec": DiEnDec in kinds,
-            "correlation": bool(kinds & {CrossScaleAttention, NonLocalAttention})}
+            "correlation": bool(kinds & {CrossScaleAttention, NonLocalAttention}), "diversity": CRAC in kinds}
     return tuple(w for w in WHATS if have[w])
 
 
@@ -101,11 +108,12 @@ def parse_what(text: str | Sequence[str], net: nn.Module | None = None) -> tuple
     have = available(net)
     if "all" in items:
         if not have:
-            raise ConfigError("--what all: this network has no DeFiAM or non-local attention modules to inspect")
+            raise ConfigError("--what all: this network has no DeFiAM, non-local attention or CRAC modules to inspect")
         return have
     for item in items:
         if item not in have:
-            family = "a DeFiAN model" if item in DEFIAN_WHATS else "a CSNLN model"
+            family = ("a DeFiAN model" if item in DEFIAN_WHATS else "a CSNLN model" if item in CSNLN_WHATS
+                      else "a CRAN-family model")
             choice = f"it has: {', '.join(have)}" if have else "it has nothing to inspect"
             raise ConfigError(f"--what {item}: needs {family} with those modules ({choice})")
     return tuple(dict.fromkeys(items))
@@ -453,6 +461,32 @@ def render_correlation(stages: Sequence[StageCorrelation], image: Image.Image, t
     note = ("in-scale: softmax weights of the query over all positions; cross-scale: over the 1/s-scale patches "
             "(each shown on its s x s block); query ringed; " + NOTE)
     return tile_grid(rows, title=title, row_labels=labels, note=note)
+
+
+def mask_distances(net: nn.Module, batches: Iterable[torch.Tensor]) -> tuple[list[str], np.ndarray]:
+    """CRAN Fig. 8: the names of the network's CRACs and, per image (batch of one) and CRAC, ||F_A - 1||_2."""
+    cracs = [(name, m) for name, m in net.named_modules() if isinstance(m, CRAC)]
+    if not cracs:
+        raise ModelError("this network has no CRAC layers (CRAN's Fig. 8 needs a CRAN-family model)")
+    rows: list[list[float]] = []
+
+    def probe(module: CRAC, inputs) -> None:
+        row.append(float(torch.linalg.vector_norm(module.mask(inputs[0]).float() - 1)))
+
+    for x in batches:
+        row: list[float] = []
+        _run(net, x, [(m, lambda mod, inputs, out: probe(mod, inputs)) for _, m in cracs])
+        rows.append(row)
+    return [name for name, _ in cracs], np.asarray(rows, dtype=np.float64)
+
+
+def render_diversity(distances: np.ndarray, title: str = "") -> Image.Image:
+    """Per image: the mean distance over the CRACs, and the smallest and largest one."""
+    index = range(1, distances.shape[0] + 1)
+    series = {name: list(zip(index, values)) for name, values in (
+        ("mean over the CRACs", distances.mean(1)), ("smallest CRAC", distances.min(1)),
+        ("largest CRAC", distances.max(1)))}
+    return line_chart(series, title=title, xlabel="image", ylabel="||F_A - 1||  (W* = W * F_A)")
 
 
 def figure_names(stem: str, what: Sequence[str]) -> list[str]:
