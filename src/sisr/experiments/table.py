@@ -127,8 +127,10 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells (strings) of an experiment's table."""
-    if data["kind"] in ("evaluation", "complexity"):
-        return (_evaluation_rows if data["kind"] == "evaluation" else _complexity_rows)(data)
+    if data["kind"] == "evaluation":
+        return _evaluation_rows(data)
+    if data["kind"] == "complexity":
+        return _complexity_rows(data)
     header = ["variant", "params K (ours)", "params K (paper)"]
     for d in data["datasets"]:
         header += [f"{d} ours{_stand_in(data, d)}", f"{d} spread", f"{d} paper", f"{d} Δ ours", f"{d} Δ paper"]
@@ -188,10 +190,11 @@ def _complexity_notes(data: dict[str, Any]) -> list[str]:
     inputs = sorted({f"x{r['scale']}: {r['ours']['lr_hw'][0]}x{r['ours']['lr_hw'][1]}" for r in data["rows"]
                      if r["ours"]})
     macs = data["flops_are"] == "macs" and "flops_g" in data["columns"]
-    return [f"* LR input (H x W) {', '.join(inputs)}; parameters and FLOPs counted on the meta device"
-            + (" (the paper's FLOPs beside our multiply-accumulates)" if macs else "")] + \
-        ([f"* memory and time measured on {'; '.join(measured)}"]
-         if measured else []) + [f"* not run yet: {r['label']} x{r['scale']}" for r in data["rows"] if not r["ours"]]
+    lines = [f"* LR input (H x W) {', '.join(inputs)}; parameters and FLOPs counted on the meta device"
+             + (" (the paper's FLOPs beside our multiply-accumulates)" if macs else "")]
+    if measured:
+        lines.append(f"* memory and time measured on {'; '.join(measured)}")
+    return lines + [f"* not run yet: {r['label']} x{r['scale']}" for r in data["rows"] if not r["ours"]]
 
 
 def render(data: dict[str, Any], fmt: str = "md") -> str:
