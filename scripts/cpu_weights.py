@@ -10,8 +10,8 @@ A run continues the shipped ``src/sisr/pretrained/defian-s_x<scale>.safetensors`
 ``sisr train`` (recipe ``defian-s``, L1, batch 16) on T91 + BSD200 + General100 minus a held-out slice:
 the last 10 of BSD200's 199 images in sorted order (``val.set=BSD200:190-199``), which validate the run
 (``best.safetensors``) and decide whether it replaces the shipped file: a held-out PSNR gain of at least
-``--min-gain`` dB (harvest 0.02, adopt 0.01) over the run's iteration-0 validation (harvest) or over the shipped
-file validated here (adopt). Set5/Set14/B100 are scored once, after that decision, for the record (they choose
+``--min-gain`` dB (default 0.02) over the file shipped now, validated here (a run resumed after an earlier
+harvest is compared with what that harvest shipped, not with the file it started from). Set5/Set14/B100 are scored once, after that decision, for the record (they choose
 nothing). Without ``--scale``, ``start`` takes the scale furthest below its target.
 """
 
@@ -132,8 +132,8 @@ def harvest(args) -> int:
     if not args.dry_run:
         stop(run)
     rows = val_rows(run)
-    if not rows or rows[0]["iteration"] != 0:
-        raise SystemExit(f"{run.name}: no iteration-0 validation (val.at_start) to compare with")
+    if not rows:
+        raise SystemExit(f"{run.name}: no validation yet")
     config = yaml.safe_load((run / "config.yaml").read_text())
     steps = [e for e in read_log(run) if e.get("type") == "train"]
     training = {"run": run.name, "data": config["data"]["hr"], "init": config["model"].get("init"),
@@ -143,26 +143,35 @@ def harvest(args) -> int:
                 "val": rows, "date": date.today().isoformat()}
     env = json.loads((run / "env.json").read_text()) if (run / "env.json").is_file() else {}
     training["device"] = f"cpu ({env.get('cpu', 'unknown')}, {env.get('cpu_threads', '?')} thread(s))"
-    return package(run / "best.safetensors", training, VAL_SET, rows[0]["psnr"], max(rows, key=lambda r: r["psnr"]),
-                   args)
+    scale = int(config["model"]["scale"])  # against the file shipped now (a run may outlive an earlier harvest)
+    shipped = held_out_psnr(args.dest / f"defian-s_x{scale}.safetensors", scale, VAL_SET, args)
+    return package(run / "best.safetensors", training, VAL_SET, shipped, max(rows, key=lambda r: r["psnr"]), args)
+
+
+def held_out_psnr(path: Path, scale: int, val_set: str, args) -> float | None:
+    """``path`` validated here on ``val_set`` (None: no such file)."""
+    from sisr.training.trainer import Validator
+    from sisr.weights.loading import load_model
+
+    if not path.is_file():
+        return None
+    return Validator(val_set, scale, root=str(args.data), device="cpu")(load_model(path, device="cpu"))["psnr"]
 
 
 def adopt(args) -> int:
     """The candidates a GPU run wrote (scripts/gpu_train_defian_s.py), each against the file of its name in --dest,
     both validated here on --val-set, then through package() as a harvest."""
-    from sisr.training.trainer import Validator
     from sisr.weights import read_metadata
-    from sisr.weights.loading import load_model
 
     candidates = sorted(args.dir.glob("defian-s_x*.safetensors"))
     if not candidates:
         raise SystemExit(f"{args.dir}: no defian-s_x<scale>.safetensors")
     for cand in candidates:
-        meta, shipped = read_metadata(cand), args.dest / cand.name
-        validate = Validator(args.val_set, int(meta["scale"]), root=str(args.data), device="cpu")
-        old = validate(load_model(shipped, device="cpu"))["psnr"] if shipped.is_file() else None
+        meta = read_metadata(cand)
+        scale = int(meta["scale"])
+        old = held_out_psnr(args.dest / cand.name, scale, args.val_set, args)
         training = {**meta.get("training", {}), "run": str(cand), "date": date.today().isoformat()}
-        best = {"psnr": validate(load_model(cand, device="cpu"))["psnr"], "iteration": training.get("iterations")}
+        best = {"psnr": held_out_psnr(cand, scale, args.val_set, args), "iteration": training.get("iterations")}
         package(cand, training, args.val_set, old, best, args)
     return 0
 
@@ -176,7 +185,7 @@ def package(weights: Path, training: dict, val_set: str, shipped: float | None, 
     from sisr.weights.package import package_pretrained
 
     gain = best["psnr"] - (float("-inf") if shipped is None else shipped)
-    print(f"{training['run']}: {val_set} {'none' if shipped is None else f'{shipped:.3f}'} (shipped file) -> "
+    print(f"{training['run']}: {val_set} {'none' if shipped is None else f'{shipped:.3f}'} (the file shipped now) -> "
           f"{best['psnr']:.3f} at iteration {best['iteration']} ({gain:+.3f} dB; replace at >= {args.min_gain:+.3f})")
     if gain < args.min_gain or args.dry_run:
         print("not replaced" if gain < args.min_gain else "dry run: nothing packaged")
