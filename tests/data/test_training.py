@@ -297,5 +297,5 @@ def test_the_data_loader_benchmark_runs_and_writes_its_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["scale"] for r in rows] == [2, 3, 4]
-    assert all(r[k]["samples_per_cpu_s"] > 0 for r in rows for k in ("old", "new", "new-float"))
+    assert all(r[k]["samples_per_cpu_s"] > 0 for r in rows for k in ("float", "integer"))
     assert "| x4 | 48 (192) |" in proc.stdout
