@@ -76,7 +76,8 @@ from .png16 import decode_png16, encode_png16, is_png16
 
 __all__ = [  # the names sisr.data.io has always offered; arrays, metadata and the PNG codec live beside it
     "IMAGE_EXTENSIONS", "OUTPUT_FORMATS", "TIFF_HINT", "MAX_PIXELS", "MAX_SIDE", "ImageInfo", "is_image_file",
-    "find_images", "scan_folder", "read_image", "read_image_info", "output_format", "check_output_size", "write_image", "to_srgb",
+    "find_images", "scan_folder", "read_image", "read_image_info", "output_format", "check_output_size",
+    "write_image", "to_srgb",
     "image_to_tensor", "tensor_to_image", "split_alpha", "merge_alpha", "apply_orientation", "encode_png16",
 ]
 

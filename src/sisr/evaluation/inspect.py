@@ -469,15 +469,16 @@ def mask_distances(net: nn.Module, batches: Iterable[torch.Tensor]) -> tuple[lis
     if not cracs:
         raise ModelError("this network has no CRAC layers (CRAN's Fig. 8 needs a CRAN-family model)")
     rows: list[list[float]] = []
-
-    def probe(module: CRAC, inputs) -> None:
-        row.append(float(torch.linalg.vector_norm(module.mask(inputs[0]).float() - 1)))
-
     for x in batches:
-        row: list[float] = []
-        _run(net, x, [(m, lambda mod, inputs, out: probe(mod, inputs)) for _, m in cracs])
+        row: list[float] = []  # each hook appends its layer's distance, in module order
+        _run(net, x, [(m, lambda mod, inputs, out, row=row: row.append(_mask_distance(mod, inputs[0])))
+                      for _, m in cracs])
         rows.append(row)
     return [name for name, _ in cracs], np.asarray(rows, dtype=np.float64)
+
+
+def _mask_distance(crac: CRAC, x: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(crac.mask(x).float() - 1))
 
 
 def render_diversity(distances: np.ndarray, title: str = "") -> Image.Image:
