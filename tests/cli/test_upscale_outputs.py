@@ -55,7 +55,9 @@ def test_an_unknown_or_unwritable_output_name_is_one_line_before_any_work(tmp_pa
     assert "cannot write .bmp" in capsys.readouterr().err
     assert not (tmp_path / "out.bmp").exists()
     assert main(["upscale", str(tmp_path), "-o", str(tmp_path / "x.png"), *BICUBIC]) == 1
-    assert "need an output folder" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    assert "a folder needs an output folder" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    assert main(["upscale", str(tmp_path / "nope.png"), "-o", str(tmp_path / "x.png"), *BICUBIC]) == 1
+    assert capsys.readouterr().err.strip().endswith("nope.png: no such file or folder")  # not "needs a folder"
     afile = tmp_path / "afile"
     afile.write_text("x")
     for bad in (afile, afile / "sub", "/proc/x"):

@@ -121,6 +121,9 @@ def test_resolve_returns_a_loaded_model_with_its_provenance(tmp_path, monkeypatc
     assert resolve(None, 3, notify=notes.append).name == "bicubic" and "no shipped weights for defian-s x3" in notes[0]
     with pytest.warns(UserWarning, match="using bicubic"):
         resolve()
+    with pytest.raises(ModelError, match="'defian-s' supports scales 2, 3, 4, 8; got 5"):
+        resolve(None, 5, notify=notes.append)  # named after the default model, with no fallback notice first
+    assert len(notes) == 1
     assert resolve(weights=path).scale == 3
 
 

@@ -438,9 +438,11 @@ def _check_output(inputs: list[Path], output: Path, suffix: str, ext: str) -> bo
     single_file = len(inputs) == 1 and inputs[0].is_file() and names_file
     if single_file:
         check_output_file(output)
+    elif names_file and len(inputs) == 1 and not inputs[0].exists():
+        raise ConfigError(f"{inputs[0]}: no such file or folder")
     elif names_file:
         raise ConfigError(f"{output}: names a {output.suffix} file, but "
-                          f"{'a folder' if len(inputs) == 1 else f'{len(inputs)} inputs'} need an output folder")
+                          f"{'a folder needs' if len(inputs) == 1 else f'{len(inputs)} inputs need'} an output folder")
     else:
         check_output_dir(output)
     return single_file

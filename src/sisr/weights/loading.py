@@ -54,8 +54,10 @@ def is_model_name(name: str | os.PathLike) -> bool:
 def default_model(scale: int) -> tuple[str, str | None]:
     """The model used when none is named, and a notice when it is the fallback.
 
-    ``defian-s`` when its shipped weights exist for ``scale``; otherwise ``bicubic``.
+    ``defian-s`` when its shipped weights exist for ``scale``; otherwise ``bicubic``. A scale neither
+    has is a ``ModelError`` naming the default model (not the fallback the user never chose).
     """
+    get_info(DEFAULT_MODEL).check_scale(scale)
     if pretrained_path(DEFAULT_MODEL, scale) is not None:
         return DEFAULT_MODEL, None
     return FALLBACK_MODEL, (f"no shipped weights for {DEFAULT_MODEL} x{scale}: using bicubic interpolation "
