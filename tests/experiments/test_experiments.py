@@ -158,6 +158,25 @@ def test_a_complexity_table_counts_the_papers_networks_and_resumes(tmp_path):
     assert next((out / "complexity").glob("*.json")).stat().st_mtime_ns == stamp
 
 
+def test_a_counts_only_complexity_run_is_measured_by_a_later_run(tmp_path):
+    """--counts-only skips memory/time (CSNLN's reference path takes hours on a CPU); a rerun without it measures
+    exactly the rows that lack them, keeping their counts; the table prints "-" for what was not measured."""
+    out, lines = tmp_path / "out", []
+    run_experiment("cran-table7", out, ExperimentOptions(tiny=True, device="cpu", counts_only=True), progress=lines.append)
+    rows = collect(out)["rows"]
+    assert rows and all("parameters" in r["ours"] and "runtime_s" not in r["ours"] for r in rows)
+    assert not any("measuring" in line for line in lines)
+    header, cells = table_rows(collect(out))
+    assert all(line[header.index("time s (ours)")] == "-" for line in cells)
+    run_experiment("cran-table7", out, ExperimentOptions(tiny=True, device="cpu"), progress=(again := []).append)
+    assert len(again) == len(rows) and all(": measuring" in line for line in again)
+    measured = collect(out)["rows"]
+    assert all(r["ours"]["runtime_s"] > 0 and r["ours"]["device"] for r in measured)
+    assert [r["ours"]["macs"] for r in measured] == [r["ours"]["macs"] for r in rows]
+    run_experiment("cran-table7", out, ExperimentOptions(tiny=True, device="cpu"), progress=(third := []).append)
+    assert all(line.endswith(": done") for line in third)
+
+
 def test_bad_complexity_definitions_are_one_line_errors():
     base = {"name": "x", "kind": "complexity", "paper": "p", "scales": [2],
             "rows": [{"label": "a", "model": "edsr-baseline", "paper": {2: {"params_k": 1.0}}}]}
@@ -179,6 +198,8 @@ def test_options_a_kind_of_table_does_not_use_are_refused(tmp_path, capsys):
     assert "cran-table7 is a complexity table: --iterations, --seeds do not apply" in capsys.readouterr().err
     assert main(["experiment", "run", "defian-bi", "-o", str(tmp_path / "b"), "--train-sets", "T91"]) != 0
     assert "--train-sets does not apply" in capsys.readouterr().err
+    assert main(["experiment", "run", "defian-bi", "-o", str(tmp_path / "d"), "--counts-only"]) != 0
+    assert "--counts-only does not apply" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--weights does not apply"):
         run_experiment("cran-table1", tmp_path / "c", ExperimentOptions(weights={"2": "x.safetensors"}))
     assert not any(tmp_path.iterdir())  # refused before a folder is claimed

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--seeds", type=_positive, default=1, help="repeat each variant with seeds 1..K")
     run.add_argument("--tiny", action="store_true", help="each variant's tiny configuration (seconds; for tests)")
     run.add_argument("--device", default="auto")
+    run.add_argument("--counts-only", action="store_true",
+                     help="complexity tables: parameters and FLOPs only, no memory/time runs (a rerun without it "
+                          "measures them)")
     run.add_argument("--data-root", help="folder with the training and test sets (default: found automatically)")
     run.add_argument("--train-sets", nargs="+", metavar="SET", help="training sets (default: the recipe's, DIV2K)")
     run.add_argument("--val-set", help="held-out validation: a folder or a slice such as BSD200:191-200")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     options = ExperimentOptions(iterations=args.iterations, seeds=args.seeds, tiny=args.tiny, device=args.device,
                                 data_root=args.data_root, train_sets=tuple(args.train_sets or ()),
                                 val_set=args.val_set, overrides=tuple(args.overrides),
-                                weights=_weights(args.weights), hparams=args.hparams)
+                                weights=_weights(args.weights), hparams=args.hparams, counts_only=args.counts_only)
     out = run_experiment(args.name, args.out, options, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"done: {out} (sisr experiment table {out})", file=sys.stderr)
     return 0

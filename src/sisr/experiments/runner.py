@@ -53,9 +53,10 @@ class ExperimentOptions:
     overrides: tuple[str, ...] = ()  # extra sisr train overrides for every variant
     hparams: Mapping[str, Any] = field(default_factory=dict)  # merged over every variant (a reduced size)
     weights: Mapping[str, str] = field(default_factory=dict)  # evaluation tables: "model:scale" -> file
+    counts_only: bool = False  # complexity tables: parameters and FLOPs only (a later run measures the rest)
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "device"}
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "counts_only")}
 
 
 def run_experiment(name: str | Experiment, out: str | os.PathLike, options: ExperimentOptions = ExperimentOptions(),
@@ -84,9 +85,10 @@ def run_experiment(name: str | Experiment, out: str | os.PathLike, options: Expe
 
 # the options each kind of table uses (device and tiny: all); the command-line spelling of each
 OPTIONS_USED = {"ablation": {"iterations", "seeds", "data_root", "train_sets", "val_set", "overrides", "hparams"},
-                "evaluation": {"data_root", "weights"}, "complexity": {"hparams"}}
+                "evaluation": {"data_root", "weights"}, "complexity": {"hparams", "counts_only"}}
 FLAGS = {"iterations": "--iterations", "seeds": "--seeds", "data_root": "--data-root", "train_sets": "--train-sets",
-         "val_set": "--val-set", "overrides": "--set", "hparams": "--hparams", "weights": "--weights"}
+         "val_set": "--val-set", "overrides": "--set", "hparams": "--hparams", "weights": "--weights",
+         "counts_only": "--counts-only"}
 
 
 def check_options(exp: Experiment, options: ExperimentOptions) -> None:
@@ -255,19 +257,22 @@ def complexity_path(out: Path, exp: Experiment, row: EvalRow, scale: int) -> Pat
 
 def _run_complexity(exp: Experiment, out: Path, options: ExperimentOptions, progress: Callable[[str], None]) -> None:
     """Count every row x scale on the meta device; measure memory and time (in a fresh process per row, on the
-    options' device) when the table has those columns. A row already written is kept (resumable); tiny: the
-    tiny networks on a 16x16 input."""
-    timed = bool({"memory_mb", "time_s"} & set(exp.columns))
+    options' device) when the table has those columns and ``counts_only`` is off. A row already written is kept
+    (resumable; one written with counts only is measured by a later run without it); tiny: the tiny networks on
+    a 16x16 input."""
+    timed = bool({"memory_mb", "time_s"} & set(exp.columns)) and not options.counts_only
     for row in exp.rows:
         hparams = {**(dict(get_info(row.model).tiny) if options.tiny else {}), **row.hparams, **options.hparams}
         for scale in exp.scales:
             path, hw = complexity_path(out, exp, row, scale), TINY_INPUT if options.tiny else exp.lr_hw(scale)
-            if path.is_file():
+            written = json.loads(path.read_text()) if path.is_file() else None
+            if written is not None and not (timed and "device" not in written):
                 progress(f"{row.label} x{scale}: done")
                 continue
-            progress(f"{row.label} x{scale}: counting" + (" and measuring" if timed else "") + f" ({hw[0]}x{hw[1]} LR)")
-            result = {"label": row.label, "model": row.model, "scale": scale, "hparams": hparams, "lr_hw": list(hw),
-                      **count_model_flops(row.model, scale, hw, hparams=hparams)}
+            progress(f"{row.label} x{scale}: " + ("measuring" if written else "counting" + (" and measuring" if timed
+                     else "")) + f" ({hw[0]}x{hw[1]} LR)")
+            result = written or {"label": row.label, "model": row.model, "scale": scale, "hparams": hparams,
+                                 "lr_hw": list(hw), **count_model_flops(row.model, scale, hw, hparams=hparams)}
             if timed:  # tiny: in this process (seconds, for tests; its memory figure is not one to report)
                 spec = {"model": row.model, "scale": scale, "hparams": hparams, "input_hw": list(hw), "seed": 0,
                         "device": options.device, "warmup": 1, "runs": 1 if options.tiny else 5, "threads": None}
