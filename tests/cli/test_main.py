@@ -17,6 +17,9 @@ def test_threads_option_sets_torch_threads(monkeypatch, capsys):
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
     assert main(["models", "--threads", "1"]) == 0
     assert seen == [1]
+    assert main(["experiment", "list", "--threads", "2"]) == 0  # after a sub-command too
+    assert main(["experiment", "--threads", "3", "list"]) == 0 and main(["experiment", "list"]) == 0
+    assert seen == [1, 2, 3]
 
 
 def test_threads_must_be_positive(capsys):

@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
     module.add_arguments(parser)
     own_threads = "--threads" in parser._option_string_actions  # profile: threads of its measurements
     if not own_threads:
-        parser.add_argument("--threads", type=threads, metavar="N",
-                            help="torch CPU threads (default: torch's choice, the number of cores)")
+        _add_threads(parser)
     parse = parser.parse_intermixed_args if getattr(module, "INTERMIXED_ARGS", False) else parser.parse_args
     args = parse(argv[1:])
     if freeze_imports:
@@ -122,6 +121,15 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
         return 130
     finally:
         warnings.showwarning = shown
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` on the command and on each of its sub-commands (``sisr experiment run ... --threads 1``)."""
+    help_ = "torch CPU threads (default: torch's choice, the number of cores)"
+    parser.add_argument("--threads", type=threads, metavar="N", help=help_)
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for sub in getattr(action, "choices", {}).values():  # SUPPRESS: absent there keeps the command's value
+            sub.add_argument("--threads", type=threads, metavar="N", default=argparse.SUPPRESS, help=help_)
 
 
 def _positive_int(text: str) -> int:

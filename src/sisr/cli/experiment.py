@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "measures them)")
     run.add_argument("--data-root", help="folder with the training and test sets (default: found automatically)")
     run.add_argument("--train-sets", nargs="+", metavar="SET", help="training sets (default: the recipe's, DIV2K)")
-    run.add_argument("--val-set", help="held-out validation: a folder or a slice such as BSD200:191-200")
+    run.add_argument("--val-set", help="held-out validation: a folder or a slice such as BSD200:190-199")
     run.add_argument("--weights", nargs="+", default=[], metavar="[MODEL:]SCALE=FILE",
                      help="evaluation tables: weights per model and scale (shipped weights otherwise)")
     run.add_argument("--hparams", type=_mapping, default={}, metavar="YAML",

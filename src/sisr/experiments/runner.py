@@ -49,7 +49,7 @@ class ExperimentOptions:
     device: str = "auto"
     data_root: str | None = None  # where training sets and the test sets live
     train_sets: tuple[str, ...] = ()  # data.hr (names under data_root, or folders); () = the recipe's
-    val_set: str | None = None  # val.set (a folder or a slice such as BSD200:191-200); None = the recipe's
+    val_set: str | None = None  # val.set (a folder or a slice such as BSD200:190-199); None = the recipe's
     overrides: tuple[str, ...] = ()  # extra sisr train overrides for every variant
     hparams: Mapping[str, Any] = field(default_factory=dict)  # merged over every variant (a reduced size)
     weights: Mapping[str, str] = field(default_factory=dict)  # evaluation tables: "model:scale" -> file
