@@ -143,9 +143,10 @@ def harvest(args) -> int:
                 "val": rows, "date": date.today().isoformat()}
     env = json.loads((run / "env.json").read_text()) if (run / "env.json").is_file() else {}
     training["device"] = f"cpu ({env.get('cpu', 'unknown')}, {env.get('cpu_threads', '?')} thread(s))"
-    scale = int(config["model"]["scale"])  # against the file shipped now (a run may outlive an earlier harvest)
-    shipped = held_out_psnr(args.dest / f"defian-s_x{scale}.safetensors", scale, VAL_SET, args)
-    return package(run / "best.safetensors", training, VAL_SET, shipped, max(rows, key=lambda r: r["psnr"]), args)
+    scale, val_set = int(config["model"]["scale"]), config["val"]["set"]  # the set that chose the run's best
+    # against the file shipped now (a run may outlive an earlier harvest), on the same held-out set
+    shipped = held_out_psnr(args.dest / f"defian-s_x{scale}.safetensors", scale, val_set, args)
+    return package(run / "best.safetensors", training, val_set, shipped, max(rows, key=lambda r: r["psnr"]), args)
 
 
 def held_out_psnr(path: Path, scale: int, val_set: str, args) -> float | None:
@@ -283,7 +284,7 @@ def main() -> int:
     for name in ("start", "status", "harvest"):
         s = sub.add_parser(name)
         s.add_argument("--scale", type=int, choices=sorted(TARGETS))
-        s.add_argument("--run", help="run folder name under runs/ (default defian-s-x<scale>-heldout)")
+        s.add_argument("--run", help="run folder name under runs/ (default defian-s-x<scale>-heldout), or a path")
     sub.choices["start"].add_argument("--iterations", type=int, default=3000)
     sub.choices["start"].add_argument("--lr", type=float, default=1e-4)
     sub.add_parser("adopt", help="package the better candidates of scripts/gpu_train_defian_s.py").add_argument(

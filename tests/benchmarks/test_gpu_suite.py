@@ -7,6 +7,7 @@ generated data, so that neither can rot while no GPU is lent.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -217,3 +218,42 @@ def test_the_fastest_correct_setting_needs_an_agreeing_loss_check(monkeypatch):
     slower = {"model": "m", "columns": {"fp32": {"samples_per_s": 100.0}, "optimised": {"samples_per_s": 50.0}}}
     assert suite.fastest_correct(slower, {"m": {"within_target": True}})["setting"] == "fp32"
     assert suite.fastest_correct({"model": "m", "columns": {"fp32": {"error": "x"}}}, {}) is None
+
+
+def test_harvest_compares_a_run_with_the_file_shipped_now_on_the_runs_own_validation_set(tmp_path, data, init_dir):
+    """``cpu_weights.py harvest``: a sisr train run continuing the shipped file is compared with the file in --dest at
+    that moment, validated on the run's val.set; after a harvest replaced it, the same run gains nothing."""
+    sets = tmp_path / "data"
+    sets.mkdir()
+    for name in ("T91", "BSD200", "Set5"):
+        (sets / name).symlink_to(data / name)
+    for name in ("Set14", "B100"):
+        write_noise_images(sets / name / "HR", 2, (48, 48, 3), seed=3)
+    dest, rundir = tmp_path / "dest", tmp_path / "harvest-run"
+    dest.mkdir()
+    (dest / "defian-s_x2.safetensors").write_bytes((init_dir / "defian-s_x2.safetensors").read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    train = subprocess.run(
+        [sys.executable, "-m", "sisr", "train", "--config", "defian-s", "--run-dir", str(rundir), "--threads", "1",
+         "model.scale=2", f"model.init={dest / 'defian-s_x2.safetensors'}", f"data.root={sets}", "data.hr=[T91, BSD200]",
+         f"val.root={sets}", f"val.set={VAL}", "val.every=2", "val.at_start=true", "train.iterations=4",
+         "train.batch_size=2", "data.patch_size=16", "data.workers=0", "train.checkpoint_every=2", "log.every=1"],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert train.returncode == 0, train.stderr[-3000:]
+    with open(rundir / "val.csv", newline="") as f:  # iteration 0: the shipped file, validated by the trainer
+        at_start = next(float(r["psnr"]) for r in csv.DictReader(f) if r["iteration"] == "0")
+
+    def harvest(*extra: str) -> tuple[float, float]:
+        proc = run(CPU_WEIGHTS, "harvest", "--run", str(rundir), "--dest", str(dest), "--data", str(sets), *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        line = next(x for x in proc.stdout.splitlines() if "(the file shipped now)" in x)
+        assert line.startswith(f"harvest-run: {VAL} "), line
+        return float(line.split()[2]), float(line.split("(")[2].split()[0])  # shipped now, gain
+
+    shipped, _ = harvest("--dry-run")
+    assert abs(shipped - at_start) < 1e-3
+    harvest("--min-gain", "-100")  # replace whatever the gain (no process to stop)
+    selection = load_weights(dest / "defian-s_x2.safetensors")[1]["selection"]
+    assert selection["set"] == VAL and abs(selection["psnr_shipped"] - at_start) < 1e-3
+    again, gain = harvest("--dry-run")  # compared with what was just shipped, not with the run's iteration 0
+    assert abs(again - selection["psnr"]) < 0.01 and abs(gain) < 0.01
