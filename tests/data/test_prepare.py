@@ -134,6 +134,29 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
         main(["degrade", "--mode", "XY", "--scale", "2", str(tmp_path), str(tmp_path / "o")])
 
 
+def test_degradation_options_are_checked_and_only_those_of_the_mode_count(tmp_path, capsys):
+    """sigma 0 or a NaN noise level wrote all-black LR files with exit 0; an option the mode ignores was silently
+    accepted (and recorded, so a rerun without it was refused)."""
+    hr_dir, out = tmp_path / "hr", tmp_path / "out"
+    _hr_folder(hr_dir)
+    for bad, match in ((["--mode", "BD", "--blur-sigma", "0"], "blur sigma must be a number in (0, 50]"),
+                       (["--mode", "BD", "--blur-sigma", "1e6"], "blur sigma"),
+                       (["--mode", "DN", "--noise-level", "nan"], "noise level must be a finite number >= 0"),
+                       (["--mode", "DN", "--noise-level", "-5"], "noise level"),
+                       (["--mode", "BI", "--noise-level", "5"], "--noise-level does not apply to --mode BI (only DN)"),
+                       (["--mode", "BD", "--border", "replicate"], "--border does not apply to --mode BD"),
+                       (["--seed", "1"], "--seed does not apply to --mode BI")):
+        assert main(["degrade", str(hr_dir), str(out), "--scale", "2", *bad]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and match in err, (bad, err)
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="blur sigma"):
+        degrade(np.zeros((8, 8, 3), np.uint8), 2, "BD", blur_sigma=-1)
+    prepare_dataset(hr_dir, out, 2, "BI", seed=1, progress=False)  # Python: the seed BI ignores is not recorded
+    assert main(["degrade", str(hr_dir), str(out), "--scale", "2"]) == 0
+    assert "0 written, 3 already done" in capsys.readouterr().out
+
+
 def test_other_options_are_refused_before_anything_is_written(tmp_path, capsys):
     hr_dir, out = tmp_path / "hr", tmp_path / "out"
     _hr_folder(hr_dir)

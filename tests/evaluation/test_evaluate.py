@@ -15,7 +15,7 @@ from sisr.data.io import image_to_tensor, tensor_to_image, write_image
 from sisr.evaluation.protocol import evaluate, save_results
 from sisr.inference.forward import run
 from sisr.errors import ConfigError, ModelError
-from sisr.metrics import psnr, ssim
+from sisr.metrics import MetricError, psnr, ssim
 from sisr.models import create_model, get_info
 from sisr.utils.fs import OutputExistsError
 from sisr.weights import save_weights
@@ -184,6 +184,20 @@ def test_identical_images_give_infinite_psnr_in_json(tmp_path):
     assert math.isinf(results.sets[0].psnr_y) and results.sets[0].ssim_y == pytest.approx(1.0)
     assert results.to_dict()["results"][0]["psnr_y"] == "inf"
     json.dumps(results.to_dict(), allow_nan=False)
+
+
+def test_an_image_too_small_to_score_is_named_before_its_forward(tiny_root):
+    """Tiny/img1 is 24 wide: 24 - 2 x 7 = 10 < SSIM's 11 (was "SSIM needs at least 11x11 ...", naming no image)."""
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            calls.append(x.shape)
+            return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+    with pytest.raises(MetricError, match=r"Tiny/img1.*: 24x32 is too small to score with a 7-pixel shave"):
+        evaluate(Counting(), scales=[2], data_root=tiny_root, datasets=["Tiny"], shave=7, progress=False)
+    assert len(calls) == 1  # img0 (30x26 -> 16x12 after shaving) was scored, img1 never ran
 
 
 def test_weights_file_scale_is_the_default_and_partial_outputs_are_refused(tmp_path):

@@ -203,3 +203,34 @@ def test_options_a_kind_of_table_does_not_use_are_refused(tmp_path, capsys):
     with pytest.raises(ConfigError, match="--weights does not apply"):
         run_experiment("cran-table1", tmp_path / "c", ExperimentOptions(weights={"2": "x.safetensors"}))
     assert not any(tmp_path.iterdir())  # refused before a folder is claimed
+
+
+def test_a_folder_left_by_a_failed_start_takes_the_corrected_options(tmp_path):
+    """A run refused at its first variant (bad --set key) left only experiment.json, and the corrected command was
+    refused as 'other options'. Now such a folder is claimed again; one holding results still is not."""
+    from sisr.experiments.runner import _claim_folder
+
+    exp, out = get_experiment("cran-table1"), tmp_path / "ex"
+    with pytest.raises(ConfigError):
+        run_experiment(exp, out, ExperimentOptions(tiny=True, overrides=("train.iterationz=2",)), progress=lambda _: None)
+    assert [p.name for p in out.iterdir()] == ["experiment.json"]
+    _claim_folder(out, exp, ExperimentOptions(tiny=True))
+    assert json.loads((out / "experiment.json").read_text())["options"]["overrides"] == []
+    (out / "runs" / "01-x").mkdir(parents=True)
+    (out / "runs" / "01-x" / "config.yaml").write_text("{}")
+    with pytest.raises(ConfigError, match="run with other options"):
+        _claim_folder(out, exp, ExperimentOptions(tiny=True, seeds=2))
+
+
+def test_an_interrupted_experiment_exits_with_the_signal_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    from sisr.training.trainer import TrainingInterrupted
+    import sisr.experiments as experiments
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(tmp_path / "ex" / "runs" / "01-RB-s1", 121, 15, 121)
+
+    monkeypatch.setattr(experiments, "run_experiment", interrupted)
+    assert main(["experiment", "run", "cran-table1", "-o", str(tmp_path / "ex"), "--tiny"]) == 143
+    err = capsys.readouterr().err
+    assert "01-RB-s1: interrupted at iteration 121 (checkpoint saved); resume with the same command" in err
+    assert "sisr train --resume" not in err

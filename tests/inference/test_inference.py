@@ -270,7 +270,7 @@ def test_run_options_check_themselves_once_and_name_the_option():
                           ({"tile": "big"}, "--tile must be a number of LR pixels or 'auto'"),
                           ({"tile": True}, "--tile must be"), ({"tile_overlap": -1}, "--tile-overlap must be >= 0"),
                           ({"tile": 64, "chop": True}, "choose --tile or --chop, not both"),
-                          ({"chop_shave": -3}, "--chop-shave must be >= 0"),
+                          ({"chop_shave": -3}, "--chop-shave must be >= 1"),
                           ({"chop_min_size": 0}, "--chop-min-size must be >= 1"),
                           ({"precision": "int8"}, "unknown precision 'int8'"),
                           ({"backend": "tvm"}, "unknown backend 'tvm'"),

@@ -228,6 +228,11 @@ def test_chop_csnln_rounding_and_odd_sizes():
     tiny_input = torch.rand(1, 3, 5, 7)  # smaller than the shave: one pass over the whole input
     torch.testing.assert_close(run(Nearest(2), tiny_input, chop=True),
                                tiny_input.repeat_interleave(2, -1).repeat_interleave(2, -2))
+    # shave 0 leaves odd sizes uncovered and 1-pixel halves empty (was a conv2d error); shave 1, min size 1 works
+    with pytest.raises(ConfigError, match="--chop-shave must be"):
+        run(Nearest(2), tiny_input, chop=True, chop_shave=0)
+    torch.testing.assert_close(run(Nearest(2), tiny_input, chop=True, chop_shave=1, chop_min_size=1),
+                               tiny_input.repeat_interleave(2, -1).repeat_interleave(2, -2))
 
 
 def test_chop_matches_whole_image_for_a_local_model():

@@ -148,6 +148,9 @@ def test_yaml_errors_and_missing_files(tmp_path):
         load_config(_write(tmp_path, "model: [unclosed\n"))
     with pytest.raises(ConfigError, match="expected a mapping of sections"):
         load_config(_write(tmp_path, "- a\n- b\n"))
+    (tmp_path / "latin1.yaml").write_bytes(b"\xffmodel: {}\n")  # or a PNG given as --config: was a traceback
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not a YAML text file \(byte 0 is not UTF-8\)"):
+        load_config(tmp_path / "latin1.yaml")
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="no config file or recipe 'nope'; recipes: cran"):

@@ -330,6 +330,18 @@ def test_bd_degradation_trains_and_validates_on_made_lr(data, tmp_path):
     assert [r["iteration"] for r in _records(run, "val")] == [2]
 
 
+def test_a_validation_image_too_small_for_ssim_is_refused_before_training(tmp_path):
+    """17x17 at x3: 15x15 after modcrop, 9x9 after shaving 3 per side, under SSIM's 11x11 window. Found at the
+    first validation it cost every update before it (no checkpoint yet); now one line naming the file, at once."""
+    from sisr.training.trainer import Validator
+
+    write_image(tmp_path / "val" / "small.png", np.zeros((17, 17, 3), np.uint8))
+    with pytest.raises(ConfigError, match=r"small.png: 17x17 is too small to validate at x3 \(SSIM needs 11x11"):
+        Validator(str(tmp_path / "val"), 3, device=torch.device("cpu"))
+    write_image(tmp_path / "ok" / "fits.png", np.zeros((17, 17, 3), np.uint8))
+    assert len(Validator(str(tmp_path / "ok"), 2, device=torch.device("cpu")).items) == 1  # 13x13 after shaving
+
+
 def test_tensorboard_required_but_missing_is_a_clear_error(data, tmp_path):
     if importlib.util.find_spec("tensorboard") is not None:
         pytest.skip("tensorboard is installed")

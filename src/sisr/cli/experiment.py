@@ -55,7 +55,16 @@ def run(args: argparse.Namespace) -> int:
                                 data_root=args.data_root, train_sets=tuple(args.train_sets or ()),
                                 val_set=args.val_set, overrides=tuple(args.overrides),
                                 weights=_weights(args.weights), hparams=args.hparams, counts_only=args.counts_only)
-    out = run_experiment(args.name, args.out, options, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    from ..training.trainer import TrainingInterrupted
+
+    try:
+        out = run_experiment(args.name, args.out, options,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except TrainingInterrupted as exc:  # the variant's checkpoint is what the same command resumes from
+        state = str(exc).split("; resume with")[0]
+        print(f"sisr experiment: {exc.run_dir.name}: {state}; resume with the same command (sisr experiment run "
+              f"{args.name} -o {args.out} and the same options)", file=sys.stderr)
+        return exc.exit_code
     print(f"done: {out} (sisr experiment table {out})", file=sys.stderr)
     return 0
 

@@ -85,6 +85,17 @@ def check_mode_and_scale(mode: str, scale: int) -> tuple[str, int]:
     return mode.upper(), int(scale)
 
 
+MAX_BLUR_SIGMA = 50.0  # a 302-tap kernel; sigma 1e6 would build millions of taps per pixel
+
+
+def check_degradation(mode: str, noise_level: float, blur_sigma: float) -> None:
+    """``ConfigError`` for a DN noise level or a BD blur sigma the mode would use and that makes no image."""
+    if mode == "DN" and not (math.isfinite(noise_level) and noise_level >= 0):
+        raise ConfigError(f"noise level must be a finite number >= 0 (sigma on 0..255), got {noise_level}")
+    if mode == "BD" and not (math.isfinite(blur_sigma) and 0 < blur_sigma <= MAX_BLUR_SIGMA):
+        raise ConfigError(f"blur sigma must be a number in (0, {MAX_BLUR_SIGMA:g}], got {blur_sigma}")
+
+
 def degrade(hr: np.ndarray, scale: int, mode: str = "BI", *, noise_level: float = DN_NOISE_LEVEL,
             seed: int | np.random.Generator | None = None, border: str = "symmetric",
             blur_sigma: float = BD_SIGMA) -> np.ndarray:
@@ -95,6 +106,7 @@ def degrade(hr: np.ndarray, scale: int, mode: str = "BI", *, noise_level: float 
     DN noise reproducible.
     """
     mode, scale = check_mode_and_scale(mode, scale)
+    check_degradation(mode, noise_level, blur_sigma)
     arr = np.asarray(hr)
     if arr.dtype not in INT_MAX:
         raise ImageError(f"image array: unsupported dtype {arr.dtype} (expected uint8 or uint16)")

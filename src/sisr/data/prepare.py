@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, ImageError, SisrError
 from ..utils.fs import atomic_write_text, file_lock, move_into_place, sha256_file
-from .degrade import BD_SIGMA, DN_NOISE_LEVEL, LR_FOLDERS, check_mode_and_scale, degrade, to_rgb
+from .degrade import BD_SIGMA, DN_NOISE_LEVEL, LR_FOLDERS, check_degradation, check_mode_and_scale, degrade, to_rgb
 from .io import IMAGE_EXTENSIONS, find_images, read_image, write_image
 
 MANIFEST = ".sisr-degrade.json"
@@ -327,11 +327,13 @@ def prepare_dataset(hr_dir: str | os.PathLike, out_dir: str | os.PathLike, scale
     ``workers``: processes degrading images side by side (default: :func:`available_cpus`).
     """
     mode, scale = check_mode_and_scale(mode, scale)
+    check_degradation(mode, float(noise_level), float(blur_sigma))
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"--workers must be an integer >= 1, got {workers}")
     hr_dir, out_dir = Path(hr_dir), Path(out_dir)
     sources = _sources(hr_dir, out_dir)
-    options = {"mode": mode, "scale": scale, "seed": seed, "border": border}
+    options = {"mode": mode, "scale": scale, "seed": seed if mode == "DN" else None,  # what the mode ignores is
+               "border": border if mode != "BD" else "symmetric"}  # recorded as its default: reruns match
     if mode == "DN":
         options["noise_level"] = float(noise_level)
     if mode == "BD":

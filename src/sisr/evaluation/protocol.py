@@ -220,6 +220,7 @@ class ImageEvaluation:
                 if (position - 1) % self.world != self.rank:
                     continue
                 item = bench[index]
+                _check_scorable(f"{bench.name}/{item.name}", item.hr.shape, crop)  # before the forward, naming it
                 start = time.perf_counter()
                 y = _forward(loaded, item.lr, run_options)
                 seconds = time.perf_counter() - start
@@ -362,6 +363,16 @@ def evaluate(
     finally:
         bar.close()
     return images.results()
+
+
+def _check_scorable(where: str, shape: tuple[int, ...], shave: int) -> None:
+    """A ``MetricError`` naming the image when SSIM's window does not fit it after shaving."""
+    from ..metrics import SSIM_WINDOW, MetricError
+
+    h, w = shape[:2]
+    if min(h, w) - 2 * shave < SSIM_WINDOW:
+        raise MetricError(f"{where}: {w}x{h} is too small to score with a {shave}-pixel shave (SSIM needs "
+                          f"{SSIM_WINDOW}x{SSIM_WINDOW} pixels after shaving)")
 
 
 def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:

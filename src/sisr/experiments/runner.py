@@ -106,19 +106,22 @@ def run_name(exp: Experiment, variant: Variant, seed: int) -> str:
 
 
 def _claim_folder(out: Path, exp: Experiment, options: ExperimentOptions) -> None:
-    """Write DIR/experiment.json, or check that the folder holds this experiment with these options."""
+    """Write DIR/experiment.json, or check that the folder holds this experiment with these options (a folder
+    holding nothing else, e.g. after a run that failed on a bad option, is claimed again)."""
     record = {"experiment": exp.name, "options": options.identity()}
     path = out / "experiment.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        if {k: old.get(k) for k in record} != json.loads(json.dumps(record)):
+        results = any(p.is_file() and p != path for p in out.rglob("*"))
+        if {k: old.get(k) for k in record} != json.loads(json.dumps(record)) and results:
             raise ConfigError(f"{out}: holds experiment '{old.get('experiment')}' run with other options "
                               f"({old.get('options')}); choose another output folder")
-        return
-    if out.exists() and any(out.iterdir()):
+        if results:
+            return
+    elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not an experiment folder (no experiment.json)")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({**record, "definition": exp.summary()}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps({**record, "definition": exp.summary()}, indent=2) + "\n", overwrite=True)
 
 
 def variant_hparams(exp: Experiment, variant: Variant, options: ExperimentOptions) -> dict[str, Any]:

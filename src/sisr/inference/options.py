@@ -62,7 +62,7 @@ class RunOptions:
         for name in ("chop", "chop_round_to_scale", "self_ensemble", "channels_last", "progress"):
             object.__setattr__(self, name, bool(getattr(self, name)))
         _check_int("--tile-overlap", self.tile_overlap, 0)
-        _check_int("--chop-shave", self.chop_shave, 0)
+        _check_int("--chop-shave", self.chop_shave, 1)  # 0: odd sizes leave a gap, 1-pixel halves are empty
         _check_int("--chop-min-size", self.chop_min_size, 1)
         self._check_tile()
         from .backends import BACKENDS
