@@ -110,3 +110,15 @@ def test_warnings_reach_users_as_one_line_without_source_lines(capsys, monkeypat
     assert main(["models"]) == 0
     err = capsys.readouterr().err
     assert err == "sisr models: warning (UserWarning): something to know\n"
+
+
+@pytest.mark.parametrize("argv", [["upscale", "", "-o", "out"], ["upscale", "a.png", "-o", ""],
+                                  ["resize", "", "-o", "r", "--scale", "2"], ["degrade", "", "d", "--scale", "2"],
+                                  ["experiment", "run", "cran-table1", "-o", " "]])
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(argv, capsys, tmp_path, monkeypatch):
+    """`sisr upscale "$IN" -o out` with IN unset upscaled every image under the current folder, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "an empty path (an unset shell variable?)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

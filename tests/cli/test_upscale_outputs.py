@@ -332,3 +332,21 @@ def test_progress_lines_count_in_completion_order(tmp_path, capsys):
     assert main(["upscale", str(src), "-o", str(tmp_path / "out"), *BICUBIC, "--threads", "2"]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sisr upscale: [")]
     assert [line.split("]")[0] for line in lines] == [f"sisr upscale: [{k}/5" for k in range(1, 6)]
+
+
+def test_options_that_would_be_ignored_are_errors(tmp_path, capsys):
+    """Each was accepted with exit 0 and no effect: --ext with an output file name (a PNG came back for --ext jpg),
+    --lossless for JPEG, --tile-overlap without --tile, the chop settings without --chop."""
+    src = photo(tmp_path)
+    for extra, message in (
+            (["-o", str(tmp_path / "e.png"), "--ext", "jpg"], "--ext jpg: " + str(tmp_path / "e.png") + " names the output file"),
+            (["-o", str(tmp_path / "e.jpg"), "--lossless"], "--lossless applies to WebP outputs only"),
+            (["-o", str(tmp_path / "d"), "--ext", "jpg", "--lossless"], "--lossless applies to WebP outputs only"),
+            (["-o", str(tmp_path / "d"), "--tile-overlap", "4"], "--tile-overlap applies only with --tile"),
+            (["-o", str(tmp_path / "d"), "--chop-shave", "4"], "--chop-shave applies only with --chop"),
+            (["-o", str(tmp_path / "d"), "--chop-round-to-scale"], "--chop-round-to-scale applies only with --chop")):
+        assert main(["upscale", str(src), *extra, *BICUBIC]) == 1, extra
+        assert message in capsys.readouterr().err, extra
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+    assert main(["upscale", str(src), "-o", str(tmp_path / "w.webp"), "--lossless", *BICUBIC]) == 0
+    assert main(["upscale", str(src), "-o", str(tmp_path / "c"), "--chop", "--chop-shave", "4", *BICUBIC]) == 0

@@ -81,3 +81,16 @@ def test_resize_hints_do_not_suggest_a_suffix_option_it_lacks(tmp_path, capsys):
     assert main(["resize", str(tmp_path / "a.png"), "-o", str(tmp_path), "--scale", "0.5"]) == 1
     err = capsys.readouterr().err
     assert "would replace the input" in err and "--suffix" not in err
+
+
+def test_an_output_larger_than_the_free_memory_is_refused_not_killed(tmp_path, capsys, monkeypatch):
+    """--scale 1000 on a small image was killed by the kernel (exit 137, no message): MemoryError never comes."""
+    import sisr.utils.device as device
+
+    write_image(tmp_path / "a.png", np.zeros((24, 32, 3), np.uint8))
+    monkeypatch.setattr(device, "free_memory", lambda _: 2**30)
+    assert main(["resize", str(tmp_path / "a.png"), "-o", str(tmp_path / "big.png"), "--scale", "200"]) == 1
+    assert "a.png: the 6400x4800 output needs about 1.4 GiB; 1.0 GiB are available" in capsys.readouterr().err
+    assert not (tmp_path / "big.png").exists()
+    assert main(["resize", str(tmp_path / "a.png"), "-o", str(tmp_path / "big.png"), "--scale", "100"]) == 0  # 0.34
+    assert read_image(tmp_path / "big.png").shape == (2400, 3200, 3)

@@ -116,6 +116,11 @@ def test_plan_jobs_leaves_out_an_output_folder_inside_an_input_folder(tmp_path):
     assert jobs == [(tmp_path / "a.png", tmp_path / "big" / "a.png")] and not errors
     jobs, _ = plan_jobs([tmp_path], tmp_path / "other")
     assert len(jobs) == 2  # elsewhere, the folder is an input like any other
+    jobs, errors = plan_jobs([tmp_path / "big"], tmp_path / "big", "_x2")  # was "no image files in this folder"
+    assert not jobs and errors == [f"{tmp_path / 'big'}: is the output folder, whose files are never read as inputs; "
+                                   f"choose another -o"]
+    jobs, errors = plan_jobs([tmp_path / "big"], tmp_path)
+    assert not jobs and "is inside the output folder" in errors[0]
 
 
 def test_workers_run_images_side_by_side_and_restore_the_thread_count(tmp_path):

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
     own_threads = "--threads" in parser._option_string_actions  # profile: threads of its measurements
     if not own_threads:
         _add_threads(parser)
+    _refuse_empty_paths(parser)
     parse = parser.parse_intermixed_args if getattr(module, "INTERMIXED_ARGS", False) else parser.parse_args
     args = parse(argv[1:])
     if freeze_imports:
@@ -121,6 +122,23 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
         return 130
     finally:
         warnings.showwarning = shown
+
+
+PATH_DESTS = {"inputs", "output", "out", "hr_dir", "out_dir", "folder", "run_dir", "data_root", "images", "image"}
+
+
+def _refuse_empty_paths(parser: argparse.ArgumentParser) -> None:
+    """A path given as '' (an unset shell variable) is an error, not the current folder."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in parser._actions + [a for s in subs for p in s.choices.values() for a in p._actions]:
+        if action.dest in PATH_DESTS and action.type is None:
+            action.type = _non_empty_path
+
+
+def _non_empty_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?)")
+    return text
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:

@@ -56,11 +56,21 @@ def run_options(args: argparse.Namespace, **changes):
     from ..inference.options import RunOptions
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions) if hasattr(args, f.name)}
+    values = {**values, **changes}
+    for name, (needs, flag, needed) in DEPENDENT_OPTIONS.items():  # given without the option they tune: an error
+        if values.get(name) not in (None, False) and not values.get(needs):
+            raise ConfigError(f"{flag} applies only with {needed}")
+    values = {k: v for k, v in values.items() if not (k in DEPENDENT_OPTIONS and v is None)}  # None: the default
     if getattr(args, "compile", False):
         if values.get("backend", "auto") not in ("auto", "eager", "compile"):
             raise ConfigError(f"--compile means --backend compile, not --backend {values['backend']}; give one of them")
         values["backend"] = "compile"
-    return RunOptions(**{**values, **changes})
+    return RunOptions(**values)
+
+
+DEPENDENT_OPTIONS = {"tile_overlap": ("tile", "--tile-overlap", "--tile"), "chop_shave": ("chop", "--chop-shave", "--chop"),
+                     "chop_min_size": ("chop", "--chop-min-size", "--chop"),
+                     "chop_round_to_scale": ("chop", "--chop-round-to-scale", "--chop")}
 
 
 # Planning outputs lives in the library (sisr.inference.batch); these names stay importable from here, loaded on

@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     for src, dst in tqdm(jobs, desc="resize", unit="img", disable=None):
         try:
             img = read_image(src)
+            if (problem := _too_large(img, args.scale, args.size)) is not None:
+                failed.append(f"{src}: {problem}")
+                print(f"sisr resize: skipped {failed[-1]}", file=sys.stderr)
+                continue
             if args.scale is not None:
                 result = imresize(img, args.scale, border=args.border)
             else:
@@ -76,3 +80,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"sisr resize: skipped {exc}", file=sys.stderr)
     print(f"{written} written, {len(failed)} failed -> {out}")
     return 1 if failed else 0
+
+
+BYTES_PER_OUTPUT_VALUE = 16  # float64 passes plus the result; measured about 11 per value at 3000x3000x3
+
+
+def _too_large(img, scale: float | None, size: tuple[int, int] | None) -> str | None:
+    """Why the output would not fit in the memory available now (the kernel would kill the process), or None."""
+    import torch
+
+    from ..data.resize import output_shape
+    from ..utils.device import free_memory
+
+    out_h, out_w = output_shape(img.shape[0], img.shape[1], scale, size)
+    need, free = BYTES_PER_OUTPUT_VALUE * out_h * out_w * (img.shape[2] if img.ndim == 3 else 1), free_memory(
+        torch.device("cpu"))
+    if need <= free:
+        return None
+    return f"the {out_w}x{out_h} output needs about {need / 2**30:.1f} GiB; {free / 2**30:.1f} GiB are available"

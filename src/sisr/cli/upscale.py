@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, metavar="S", help="upscaling factor (default: the weights' scale, else 2)")
     parser.add_argument("--weights", metavar="FILE",
                         help="sisr .safetensors or an official .pt/.pth checkpoint (architecture recognised)")
-    parser.add_argument("--ext", default="png", choices=tuple(EXTENSIONS),
+    parser.add_argument("--ext", choices=tuple(EXTENSIONS),
                         help="format of the files written into a folder (default png; same: the input's)")
     parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP quality 1-100 (default 95)")
     parser.add_argument("--lossless", action="store_true", help="lossless WebP")
@@ -52,9 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", type=int, metavar="P",
                         help=f"tile overlap in LR pixels (default {DEFAULT_TILE_OVERLAP})")
     parser.add_argument("--chop", action="store_true", help="the authors' forward_chop (reproduces their protocol)")
-    parser.add_argument("--chop-shave", type=int, default=CHOP_SHAVE, metavar="P",
+    parser.add_argument("--chop-shave", type=int, metavar="P",
                         help=f"chop overlap in LR pixels (default {CHOP_SHAVE})")
-    parser.add_argument("--chop-min-size", type=int, default=CHOP_MIN_SIZE, metavar="A",
+    parser.add_argument("--chop-min-size", type=int, metavar="A",
                         help=f"chop until quadrants are smaller than A LR pixels (default {CHOP_MIN_SIZE})")
     parser.add_argument("--chop-round-to-scale", action="store_true",
                         help="round chop quadrants up as CSNLN's code does (size += s - size %% s)")
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from .arguments import run_options
 
     options = run_options(args, progress=True)  # every option is checked here, before the model is loaded
-    files = OutputOptions(ext=args.ext, suffix=args.suffix, quality=args.quality, lossless=args.lossless,
+    _check_output_format(args)
+    files = OutputOptions(ext=args.ext or "png", suffix=args.suffix, quality=args.quality, lossless=args.lossless,
                           color=args.color, overwrite=args.overwrite)
     console = _Console()
     try:
@@ -135,6 +136,22 @@ class _Console:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _check_output_format(args: argparse.Namespace) -> None:
+    """--ext with an output file name, or --lossless for a format that is not WebP: errors, not ignored."""
+    from pathlib import Path
+
+    from ..data.io import OUTPUT_FORMATS
+    from ..errors import ConfigError
+
+    out = Path(args.output)
+    names_file = out.suffix.lower() in OUTPUT_FORMATS and not out.is_dir()
+    if args.ext and names_file:
+        raise ConfigError(f"--ext {args.ext}: {out} names the output file and its format; drop --ext or give a folder")
+    webp = out.suffix.lower() == ".webp" if names_file else args.ext in ("webp", "same")
+    if args.lossless and not webp:
+        raise ConfigError("--lossless applies to WebP outputs only (-o NAME.webp or --ext webp)")
 
 
 def _shard(text: str) -> tuple[int, int]:

@@ -409,7 +409,11 @@ def plan_jobs(inputs: Iterable[str | os.PathLike], output: Path, suffix: str = "
     errors: list[str] = []
     out_folder = None if single_file else output.resolve()
     for item in inputs:
-        if item.is_dir():
+        if item.is_dir() and out_folder is not None and (out_folder == item.resolve()
+                                                          or out_folder in item.resolve().parents):
+            where = "the output folder" if out_folder == item.resolve() else f"inside the output folder {output}"
+            errors.append(f"{item}: is {where}, whose files are never read as inputs; choose another -o")
+        elif item.is_dir():
             images, linked = scan_folder(item)
             found = [p for p in images if out_folder not in p.resolve().parents]
             links += linked
