@@ -133,3 +133,17 @@ def test_eval_weights_per_scale_errors_are_one_line(tmp_path, capsys, datasets_r
         assert main(["eval", "--model", "edsr-baseline", "--weights", *bad, "--data-root", str(datasets_root),
                      "-o", str(tmp_path / "o")]) == 1
         assert "--weights: expected" in capsys.readouterr().err
+
+
+def test_overwrite_refuses_to_leave_another_runs_results_beside_its_own(data_root, tmp_path, capsys):
+    """A paper table (x3, plain and "+") then a single run into the same folder with --overwrite left the table's
+    table.csv, table.tex, x3/ and x3-plus/ beside the new x2 results.json."""
+    out, base = tmp_path / "ev", ["eval", "--model", "bicubic", "--data-root", str(data_root), "--datasets", "A"]
+    assert main([*base, "--scales", "3", "--self-ensemble", "both", "-o", str(out)]) == 0
+    assert {"x3", "x3-plus", "table.csv"} <= {p.name for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*base, "--scales", "2", "-o", str(out), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "holds results of another eval run" in err and "table.csv, table.tex, x3-plus/, x3/" in err
+    assert json.loads((out / "results.json").read_text())["rows"][0]["scale"] == 3  # untouched
+    assert main([*base, "--scales", "3", "--self-ensemble", "both", "-o", str(out), "--overwrite"]) == 0

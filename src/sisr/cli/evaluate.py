@@ -98,6 +98,7 @@ def _one_run(args: argparse.Namespace, rank: int, world: int) -> int:
     if args.output:
         check_output_dir(args.output)
         check_outputs(args.output, RESULT_FILES, args.overwrite)  # before the slow part
+        _check_no_stale(args.output, RESULT_FILES, ())
     results = evaluate(
         args.model, data_root=args.data_root, datasets=args.datasets, scales=args.scales, weights=args.weights,
         options=options, lr_source=args.lr_source, degradation=args.degradation, border=args.border,
@@ -113,6 +114,26 @@ def _one_run(args: argparse.Namespace, rank: int, world: int) -> int:
         print(f"LR {key}: {text}")
     print(f"results written to {out_dir}/ (results.json, per_image.csv, table.md, env.json)")
     return 0
+
+
+def _check_no_stale(out: str, files: tuple[str, ...], folders: list[str]) -> None:
+    """``--overwrite`` replaces this run's files; results of another eval run it would not replace (the other
+    layout's files, other scales' x<s>[-plus]/ folders) would be left beside them, so they are an error."""
+    import re
+
+    from ..errors import ConfigError
+    from ..evaluation.protocol import RESULT_FILES
+    from ..evaluation.tables import TABLE_FILES
+
+    folder = Path(out)
+    if not folder.is_dir():
+        return
+    stale = sorted({n for n in RESULT_FILES + TABLE_FILES if n not in files and (folder / n).exists()}
+                   | {p.name + "/" for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"x\d+(-plus)?", p.name)
+                      and p.name not in folders})
+    if stale:
+        raise ConfigError(f"{folder}: holds results of another eval run that this one would not replace "
+                          f"({', '.join(stale)}); choose another -o or remove them")
 
 
 def _weights_by_scale(items: list[str] | None) -> dict[int, str] | None:
@@ -147,6 +168,7 @@ def _paper_table(args: argparse.Namespace, per_scale: dict[int, str] | None, ran
     check_output_dir(out)
     check_outputs(out, TABLE_FILES, args.overwrite)
     plus = {"no": (False,), "yes": (True,), "both": (False, True)}[args.self_ensemble]
+    _check_no_stale(out, TABLE_FILES, [f"x{s}{'-plus' if p else ''}" for s in per_scale for p in plus])
     args.self_ensemble = False
     rows = evaluate_table(args.model, per_scale, self_ensemble=plus, data_root=args.data_root,
                           datasets=args.datasets, options=run_options(args), lr_source=args.lr_source,
