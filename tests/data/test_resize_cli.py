@@ -81,6 +81,11 @@ def test_resize_hints_do_not_suggest_a_suffix_option_it_lacks(tmp_path, capsys):
     assert main(["resize", str(tmp_path / "a.png"), "-o", str(tmp_path), "--scale", "0.5"]) == 1
     err = capsys.readouterr().err
     assert "would replace the input" in err and "--suffix" not in err
+    write_image(tmp_path / "in" / "b.png", np.zeros((4, 4, 3), np.uint8))
+    write_image(tmp_path / "in" / "b.jpg", np.zeros((4, 4, 3), np.uint8))  # both would be out/b.png
+    assert main(["resize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--scale", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "is also the output of" in err and "--ext" not in err  # resize has no --ext
 
 
 def test_an_output_larger_than_the_free_memory_is_refused_not_killed(tmp_path, capsys, monkeypatch):

@@ -89,6 +89,16 @@ def test_a_start_that_fails_writes_nothing_and_the_corrected_command_runs(data, 
     assert _pointer(run) == 2
 
 
+def test_an_unwritable_run_directory_is_refused_before_the_data_is_loaded(data, tmp_path, monkeypatch):
+    import sisr.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "build_training_parts", lambda *a: pytest.fail("loaded data for an unusable run"))
+    (tmp_path / "afile").write_text("x")
+    for bad in ("/proc/run", tmp_path / "afile" / "run"):
+        with pytest.raises(SisrError, match="cannot be created|not a folder"):
+            train(_config(data), run_dir=bad)
+
+
 def test_a_run_folder_without_a_checkpoint_counts_as_empty(data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()  # what an earlier version left after a failed start or an early stop

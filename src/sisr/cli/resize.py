@@ -12,8 +12,8 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
-                        help="output folder (created; folder inputs keep their sub-folders), or a .png file "
-                             "for a single input file")
+                        help="output folder (created; folder inputs keep their sub-folders), or a "
+                             ".png/.jpg/.webp/.tif file name for a single input file")
     size = parser.add_mutually_exclusive_group(required=True)
     size.add_argument("--scale", type=_scale, help="resize factor, e.g. 0.25, 1/3 or 2 (output ceil(size * scale))")
     size.add_argument("--size", type=_size, metavar="HxW", help="output height x width in pixels, e.g. 120x160")

@@ -396,7 +396,8 @@ def plan_jobs(inputs: Iterable[str | os.PathLike], output: Path, suffix: str = "
     folder: that file. Otherwise OUTPUT is a folder (checked first: one ``ConfigError`` naming it);
     names there take ``ext`` (``same``: the input's, PNG for formats that cannot be written). An output
     named like an image file is never turned into a folder. Files under the output folder are not
-    inputs (an output folder inside an input folder). ``has_suffix_option``: hints may suggest ``--suffix``.
+    inputs (an output folder inside an input folder). ``has_suffix_option``: hints may suggest ``--suffix``
+    and ``--ext`` (sisr upscale's).
     ``links``: the symbolic links to folders met in the input folders are appended to it (never followed).
     """
     from ..data.io import scan_folder
@@ -470,8 +471,8 @@ def _unique(jobs: list[Job], errors: list[str], ext: str, has_suffix_option: boo
             errors.append(f"{src}: the output would replace the input ({hint})")
         elif key in seen:
             other = seen[key]
-            hint = ("use --ext same, separate runs or another -o for one of them"
-                    if ext != "same" and other.suffix.lower() != src.suffix.lower() else
+            hint = ("use --ext same, separate runs or another -o for one of them"  # sisr upscale's options
+                    if has_suffix_option and ext != "same" and other.suffix.lower() != src.suffix.lower() else
                     "use separate runs or another -o for one of them")
             errors.append(f"{src}: output {dst} is also the output of {other} ({hint})")
         else:

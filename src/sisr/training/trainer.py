@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, SisrError
 from ..utils.distributed import init_from_env
-from ..utils.fs import atomic_write_text
+from ..utils.fs import atomic_write_text, check_output_dir
 from ..weights import save_weights
 from .callbacks import Callback, TimeLimit
 from .config import Config, describe_changes, load_config, normalised, read_yaml, resume_conflicts
@@ -320,6 +320,8 @@ class Trainer:
         its first checkpoint) counts as empty and is started afresh, unless ``resume`` asks for a checkpoint.
         """
         paths = self.paths
+        if self.main:  # an unwritable or impossible run directory: now, not after the data is loaded
+            check_output_dir(paths.root)
         _barrier(self.world_size)
         existing = paths.config.is_file()
         occupied = paths.root.exists() and any(paths.root.iterdir())
