@@ -28,7 +28,10 @@ def test_table_and_result_files(data_root, tmp_path, capsys):
     rc = main(["eval", "--model", "bicubic", "--data-root", str(data_root), "--datasets", "A", "B",
                "--scales", "2", "3", "-o", str(out)])
     assert rc == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed, logged = captured.out, captured.err.splitlines()
+    finished = [line for line in logged if "image(s) scored" in line]  # stderr is not a terminal: a line per set
+    assert len(finished) == 4 and finished[-1].endswith("(8/8 images)") and "2 image(s) scored" in finished[0]
     lines = printed.splitlines()
     assert lines[0].split() == ["PSNR/SSIM", "(Y)", "x2", "x3"]
     assert [line.split()[0] for line in lines[1:3]] == ["A", "B"]

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -356,13 +357,26 @@ def evaluate(
                              check_border=check_border, gray_images=gray_images, shave=shave, device=device,
                              distributed=distributed, **run_options)
     bar = tqdm(total=len(images), unit="img", disable=None if progress else True)
+    lines = progress and not sys.stderr.isatty()  # logs get a line per finished set instead of a bar
+    done: dict[str, int] = {}
     try:
-        for image in images:
-            bar.set_description(f"{image.dataset} x{image.scale}")
+        for n, image in enumerate(images, 1):
+            key = f"{image.dataset} x{image.scale}"
+            bar.set_description(key)
             bar.update()
+            if lines and done and key not in done:
+                print(f"sisr eval: {_finished(done)} ({n - 1}/{len(images)} images)", file=sys.stderr, flush=True)
+            done[key] = done.get(key, 0) + 1
+        if lines and done:
+            print(f"sisr eval: {_finished(done)} ({len(images)}/{len(images)} images)", file=sys.stderr, flush=True)
     finally:
         bar.close()
     return images.results()
+
+
+def _finished(done: dict[str, int]) -> str:
+    key, count = list(done.items())[-1]
+    return f"{key}: {count} image(s) scored"
 
 
 def _check_scorable(where: str, shape: tuple[int, ...], shave: int) -> None:
