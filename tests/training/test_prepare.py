@@ -67,3 +67,5 @@ def test_prepare_errors_are_one_line(tmp_path, capsys):
     write_noise_images(tmp_path / "train", 1, (20, 20, 3))
     assert main(["prepare", "--config", str(cfg), "--workers", "0"]) == 1
     assert capsys.readouterr().err == "sisr prepare: error: --workers must be at least 1, got 0\n"
+    assert main(["prepare", "--config", str(cfg), "--scales", "5"]) == 1
+    assert "error: --scales 5: model: " in capsys.readouterr().err  # not "override 'model.scale=5'"

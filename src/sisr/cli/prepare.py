@@ -35,9 +35,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     configs = [load_config(args.config, args.overrides)]
     if args.scales:
-        configs = [load_config(args.config, [*args.overrides, f"model.scale={s}"]) for s in dict.fromkeys(args.scales)]
+        configs = [_at_scale(args, s) for s in dict.fromkeys(args.scales)]
     from .train import prepare_scale
 
     for cfg in configs:
         print(prepare_scale(cfg, args.workers, "sisr prepare"))
     return 0
+
+
+def _at_scale(args: argparse.Namespace, scale: int):
+    """The config at one of --scales (an error names --scales, not an override the user did not write)."""
+    from ..errors import ConfigError
+    from ..training.config import load_config
+
+    try:
+        return load_config(args.config, [*args.overrides, f"model.scale={scale}"])
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(f"override 'model.scale={scale}'", f"--scales {scale}", 1)) from None
