@@ -68,4 +68,4 @@ def test_prepare_errors_are_one_line(tmp_path, capsys):
     assert main(["prepare", "--config", str(cfg), "--workers", "0"]) == 1
     assert capsys.readouterr().err == "sisr prepare: error: --workers must be at least 1, got 0\n"
     assert main(["prepare", "--config", str(cfg), "--scales", "5"]) == 1
-    assert "error: --scales 5: model: " in capsys.readouterr().err  # not "override 'model.scale=5'"
+    assert "error: --scales 5: model 'edsr-baseline' supports scales" in capsys.readouterr().err  # not the file

@@ -44,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _at_scale(args: argparse.Namespace, scale: int):
-    """The config at one of --scales (an error names --scales, not an override the user did not write)."""
-    from ..errors import ConfigError
+    """The config at one of --scales; a scale the model lacks names --scales (not an override or the file)."""
+    from ..errors import ConfigError, ModelError
+    from ..models import get_info
     from ..training.config import load_config
 
     try:
-        return load_config(args.config, [*args.overrides, f"model.scale={scale}"])
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace(f"override 'model.scale={scale}'", f"--scales {scale}", 1)) from None
+        get_info(load_config(args.config, args.overrides).model.name).check_scale(scale)
+    except ModelError as exc:
+        raise ConfigError(f"--scales {scale}: {exc}") from None
+    return load_config(args.config, [*args.overrides, f"model.scale={scale}"])
