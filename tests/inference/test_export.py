@@ -152,8 +152,10 @@ def test_tolerance(offset, ok, tmp_path):
 @needs_onnx
 def test_opset_fallback_is_an_error(tmp_path):
     # torch.onnx silently returns opset 18 when it cannot convert down to 13
-    with pytest.raises(ex.ExportError, match="could not produce opset 13"):
+    with pytest.raises(ex.ExportError, match=r"could not produce opset 13 \(it gave 18\); use the default opset or a"):
         ex.export_onnx(tiny("edsr-baseline"), tmp_path / "m.onnx", opset=13)
+    with pytest.raises(ex.ExportError, match=r"could not produce opset 999 \(it gave \d+\); use a lower one"):
+        ex.export_onnx(tiny("edsr-baseline"), tmp_path / "m.onnx", opset=999)
     assert list(tmp_path.iterdir()) == []
 
 

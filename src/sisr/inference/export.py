@@ -267,8 +267,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int |
         proto = program.model_proto
         got = _graph_opset(proto)
         if opset is not None and got != int(opset):
-            raise ExportError(f"{label}: torch.onnx could not produce opset {opset} (it gave {got}); "
-                              f"use the default opset or a higher one")
+            hint = "a lower one" if int(opset) > got else "the default opset or a higher one"
+            raise ExportError(f"{label}: torch.onnx could not produce opset {opset} (it gave {got}); use {hint}")
         dims = _input_dims(proto)
         if len(dims) != 4 or not all(isinstance(dims[i], str) and dims[i] for i in (0, 2, 3)):
             fixed = "x".join(str(d) for d in dims)
