@@ -121,6 +121,9 @@ def test_plan_jobs_leaves_out_an_output_folder_inside_an_input_folder(tmp_path):
                                    f"choose another -o"]
     jobs, errors = plan_jobs([tmp_path / "big"], tmp_path)
     assert not jobs and "is inside the output folder" in errors[0]
+    jobs, errors = plan_jobs([tmp_path / "a.png", tmp_path / "a.png", tmp_path], tmp_path / "o")
+    assert jobs == [(tmp_path / "a.png", tmp_path / "o" / "a.png"), (tmp_path / "big" / "a.png",
+                                                                     tmp_path / "o" / "big" / "a.png")] and not errors
 
 
 def test_workers_run_images_side_by_side_and_restore_the_thread_count(tmp_path):

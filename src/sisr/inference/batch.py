@@ -469,6 +469,8 @@ def _unique(jobs: list[Job], errors: list[str], ext: str, has_suffix_option: boo
         if key == src.resolve():
             hint = "choose another -o or a --suffix" if has_suffix_option else "choose another -o"
             errors.append(f"{src}: the output would replace the input ({hint})")
+        elif key in seen and seen[key].resolve() == src.resolve():
+            continue  # the same file named twice (a glob and its name): one job
         elif key in seen:
             other = seen[key]
             hint = ("use --ext same, separate runs or another -o for one of them"  # sisr upscale's options
