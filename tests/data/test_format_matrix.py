@@ -253,8 +253,9 @@ def test_format_matrix(tmp_path, capsys, out):
         src = folder / f"c{i:03d}_{kind[0]}_{kind[1]}{kind[2]}_o{orientation}_{meta}{EXTENSION[kind[0]]}"
         write_input(src, kind, stored, orientation, meta)
         inputs[i] = (src, stored)
+    lossless = ["--lossless"] if out == "webp" else []  # an error for other formats (it would do nothing)
     code = main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--ext", out, "--model", "bicubic",
-                 "--lossless", "--quality", "100"])
+                 *lossless, "--quality", "100"])
     errors = [line for line in capsys.readouterr().err.splitlines() if "->" not in line]  # not progress lines
     refused = 0
     for i, (kind, orientation, meta, _) in cases:
