@@ -56,6 +56,14 @@ CONVENTION = (
 )
 
 
+def ssim_size_problem(h: int, w: int, shave: int) -> str | None:
+    """Why SSIM cannot score an ``h`` x ``w`` image after shaving ``shave`` per side; None when it can. For checks
+    made before the work (the metrics themselves raise :class:`MetricError` when called)."""
+    if min(h, w) - 2 * shave < SSIM_WINDOW:
+        return f"SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} pixels after shaving {shave} per side"
+    return None
+
+
 class MetricError(SisrError, ValueError):
     """Images that cannot be compared (shape mismatch, too small, unsupported form)."""
 

@@ -129,8 +129,7 @@ PATH_DESTS = {"inputs", "output", "out", "hr_dir", "out_dir", "folder", "run_dir
 
 def _refuse_empty_paths(parser: argparse.ArgumentParser) -> None:
     """A path given as '' (an unset shell variable) is an error, not the current folder."""
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    for action in parser._actions + [a for s in subs for p in s.choices.values() for a in p._actions]:
+    for action in parser._actions + [a for sub in _sub_commands(parser) for a in sub._actions]:
         if action.dest in PATH_DESTS and action.type is None:
             action.type = _non_empty_path
 
@@ -145,9 +144,13 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
     """``--threads`` on the command and on each of its sub-commands (``sisr experiment run ... --threads 1``)."""
     help_ = "torch CPU threads (default: torch's choice, the number of cores)"
     parser.add_argument("--threads", type=threads, metavar="N", help=help_)
-    for action in parser._subparsers._group_actions if parser._subparsers else ():
-        for sub in getattr(action, "choices", {}).values():  # SUPPRESS: absent there keeps the command's value
-            sub.add_argument("--threads", type=threads, metavar="N", default=argparse.SUPPRESS, help=help_)
+    for sub in _sub_commands(parser):  # SUPPRESS: absent there keeps the command's value
+        sub.add_argument("--threads", type=threads, metavar="N", default=argparse.SUPPRESS, help=help_)
+
+
+def _sub_commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of a command's sub-commands (``sisr experiment list|run|table``); [] for most commands."""
+    return [sub for a in parser._actions if isinstance(a, argparse._SubParsersAction) for sub in a.choices.values()]
 
 
 def _positive_int(text: str) -> int:

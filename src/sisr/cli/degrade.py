@@ -34,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_mode_options(args)
     check_output_dir(args.out_dir)
-    given = {k: v for k, v in (("seed", args.seed), ("border", args.border), ("noise_level", args.noise_level),
-                               ("blur_sigma", args.blur_sigma)) if v is not None}
+    given = {dest: getattr(args, dest) for dest, *_ in USED_BY.values() if getattr(args, dest) is not None}
     result = prepare_dataset(args.hr_dir, args.out_dir, args.scale, args.mode, overwrite=args.overwrite,
                              workers=args.workers, **given)
     for _, reason in result.failed:

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     configs = [load_config(args.config, args.overrides)]
     if args.scales:
-        configs = [_at_scale(args, s) for s in dict.fromkeys(args.scales)]
+        _check_scales(configs[0].model.name, args.scales)
+        configs = [load_config(args.config, [*args.overrides, f"model.scale={s}"]) for s in dict.fromkeys(args.scales)]
     from .train import prepare_scale
 
     for cfg in configs:
@@ -43,14 +44,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_scale(args: argparse.Namespace, scale: int):
-    """The config at one of --scales; a scale the model lacks names --scales (not an override or the file)."""
+def _check_scales(model: str, scales: list[int]) -> None:
+    """A scale the model lacks names --scales (not the model.scale override made from it, nor the config file)."""
     from ..errors import ConfigError, ModelError
     from ..models import get_info
-    from ..training.config import load_config
 
-    try:
-        get_info(load_config(args.config, args.overrides).model.name).check_scale(scale)
-    except ModelError as exc:
-        raise ConfigError(f"--scales {scale}: {exc}") from None
-    return load_config(args.config, [*args.overrides, f"model.scale={scale}"])
+    for scale in scales:
+        try:
+            get_info(model).check_scale(scale)
+        except ModelError as exc:
+            raise ConfigError(f"--scales {scale}: {exc}") from None

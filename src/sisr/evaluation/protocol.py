@@ -358,35 +358,35 @@ def evaluate(
                              distributed=distributed, **run_options)
     bar = tqdm(total=len(images), unit="img", disable=None if progress else True)
     lines = progress and not sys.stderr.isatty()  # logs get a line per finished set instead of a bar
-    done: dict[str, int] = {}
+    current, count, n = None, 0, 0  # the set being scored, its images so far, all images so far
+
+    def finished() -> None:
+        if lines and current is not None:
+            print(f"sisr eval: {current}: {count} image(s) scored ({n}/{len(images)} images)", file=sys.stderr,
+                  flush=True)
+
     try:
-        for n, image in enumerate(images, 1):
+        for image in images:
             key = f"{image.dataset} x{image.scale}"
             bar.set_description(key)
             bar.update()
-            if lines and done and key not in done:
-                print(f"sisr eval: {_finished(done)} ({n - 1}/{len(images)} images)", file=sys.stderr, flush=True)
-            done[key] = done.get(key, 0) + 1
-        if lines and done:
-            print(f"sisr eval: {_finished(done)} ({len(images)}/{len(images)} images)", file=sys.stderr, flush=True)
+            if key != current:
+                finished()
+                current, count = key, 0
+            count, n = count + 1, n + 1
+        finished()
     finally:
         bar.close()
     return images.results()
 
 
-def _finished(done: dict[str, int]) -> str:
-    key, count = list(done.items())[-1]
-    return f"{key}: {count} image(s) scored"
-
-
 def _check_scorable(where: str, shape: tuple[int, ...], shave: int) -> None:
     """A ``MetricError`` naming the image when SSIM's window does not fit it after shaving."""
-    from ..metrics import SSIM_WINDOW, MetricError
+    from ..metrics import MetricError, ssim_size_problem
 
     h, w = shape[:2]
-    if min(h, w) - 2 * shave < SSIM_WINDOW:
-        raise MetricError(f"{where}: {w}x{h} is too small to score with a {shave}-pixel shave (SSIM needs "
-                          f"{SSIM_WINDOW}x{SSIM_WINDOW} pixels after shaving)")
+    if problem := ssim_size_problem(h, w, shave):
+        raise MetricError(f"{where}: {w}x{h} is too small to score with a {shave}-pixel shave ({problem})")
 
 
 def save_results(results: EvalResults, out_dir: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:

@@ -111,12 +111,11 @@ def _claim_folder(out: Path, exp: Experiment, options: ExperimentOptions) -> Non
     record = {"experiment": exp.name, "options": options.identity()}
     path = out / "experiment.json"
     if path.is_file():
-        old = json.loads(path.read_text())
-        results = any(p.is_file() and p != path for p in out.rglob("*"))
-        if {k: old.get(k) for k in record} != json.loads(json.dumps(record)) and results:
-            raise ConfigError(f"{out}: holds experiment '{old.get('experiment')}' run with other options "
-                              f"({old.get('options')}); choose another output folder")
-        if results:
+        if any(p.is_file() and p != path for p in out.rglob("*")):  # results: the options must be the same
+            old = json.loads(path.read_text())
+            if {k: old.get(k) for k in record} != json.loads(json.dumps(record)):
+                raise ConfigError(f"{out}: holds experiment '{old.get('experiment')}' run with other options "
+                                  f"({old.get('options')}); choose another output folder")
             return
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not an experiment folder (no experiment.json)")
@@ -272,8 +271,8 @@ def _run_complexity(exp: Experiment, out: Path, options: ExperimentOptions, prog
             if written is not None and not (timed and "device" not in written):
                 progress(f"{row.label} x{scale}: done")
                 continue
-            progress(f"{row.label} x{scale}: " + ("measuring" if written else "counting" + (" and measuring" if timed
-                     else "")) + f" ({hw[0]}x{hw[1]} LR)")
+            action = "measuring" if written else "counting and measuring" if timed else "counting"
+            progress(f"{row.label} x{scale}: {action} ({hw[0]}x{hw[1]} LR)")
             result = written or {"label": row.label, "model": row.model, "scale": scale, "hparams": hparams,
                                  "lr_hw": list(hw), **count_model_flops(row.model, scale, hw, hparams=hparams)}
             if timed:  # tiny: in this process (seconds, for tests; its memory figure is not one to report)

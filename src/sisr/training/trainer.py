@@ -213,13 +213,13 @@ def _file_item(path: Path, scale: int, degradation: str, noise_level: float):
     from ..data.degrade import modcrop, to_rgb
     from ..data.io import image_to_tensor, read_image
     from ..data.training import made_lr
-    from ..metrics import SSIM_WINDOW
+    from ..metrics import ssim_size_problem
 
     hr = to_rgb(read_image(path))
-    h, w = (n - n % scale - 2 * scale for n in hr.shape[:2])  # what SSIM sees: modcropped, a scale-wide border shaved
-    if min(h, w) < SSIM_WINDOW:  # checked before training, not at the first validation (its updates would be lost)
+    h, w = (n - n % scale for n in hr.shape[:2])  # modcropped; validation shaves a scale-wide border
+    if problem := ssim_size_problem(h, w, scale):  # before training, not at the first validation (updates lost)
         raise ConfigError(f"val.set: {path}: {hr.shape[1]}x{hr.shape[0]} is too small to validate at x{scale} "
-                          f"(SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} pixels after shaving {scale} per side)")
+                          f"({problem})")
     hr = np.ascontiguousarray(modcrop(hr, scale))
     lr = made_lr(hr, scale, degradation, noise_level, path.name)
     return path.stem, image_to_tensor(lr), image_to_tensor(hr)
